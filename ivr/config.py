@@ -1,0 +1,137 @@
+"""All configuration in one place, read from environment variables.
+
+Every setting has a default that works on a laptop with nothing installed: an embedded
+Redis and a SQLite file under IVR_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+DEFAULT_HOLD_MUSIC = "http://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
+
+
+def _bool(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings for the server, the workers and the command line."""
+
+    twilio_auth_token: str = ""
+    twilio_account_sid: str = ""
+    twilio_api_base_url: str = ""  # a stand-in for Twilio's REST API (tests, staging)
+    public_url: str = ""  # the base URL Twilio calls, e.g. https://ivr.example.com
+    redis_url: str = ""  # empty: start an embedded Redis under data_dir
+    database_url: str = ""  # empty: a SQLite file under data_dir
+    data_dir: Path = field(default_factory=lambda: Path("var"))
+    flows_dir: Path = field(default_factory=lambda: Path("flows"))
+    recordings_dir: Path = field(default_factory=lambda: Path("recordings"))
+    validate_signatures: bool = True
+    fallback_number: str = ""  # where callers go when the system cannot serve them
+    default_flow: str = ""
+    default_region: str = "US"  # for numbers written without a country code
+    state_ttl: int = 4 * 3600  # seconds live call state is kept in Redis
+    hold_music_url: str = DEFAULT_HOLD_MUSIC
+    recorder: bool = True  # drain the step log into SQL from a thread in each web process
+    log_level: str = "INFO"
+    # Callbacks (callbacks/): agents, the agents' HTTP API and the dialling workers.
+    agents_file: str = ""  # empty: <flows_dir>/agents.yaml
+    api_token: str = ""  # bearer token for /api/agents and /api/callbacks; empty: API refused
+    callback_caller_id: str = ""  # caller ID of callback calls; empty: the number the caller rang
+    callback_ring_timeout: int = 25  # seconds a callback call rings before it counts as no answer
+    callback_dial_grace: int = 60  # seconds a claimed dial may lack a Twilio call SID before repair
+    callback_sweep_interval: int = 30  # seconds between the workers' safety sweeps
+    callback_handle_time: int = 300  # assumed handling time (s) until the log has enough calls
+    callback_keep_days: int = 7  # days finished callbacks stay in Redis (SQL keeps them for good)
+    # Reports and the supervisors' dashboard (ivr/reports.py, ivr/dashboard/).
+    display_timezone: str = "UTC"  # IANA zone for times shown to people; the store keeps UTC
+    service_level_s: int = 20  # service level: share of queue callers answered within this
+    secret_key: str = ""  # signs dashboard sessions; empty: generated once under data_dir
+    mask_numbers: bool = True  # mask caller numbers in CSV exports unless asked otherwise
+    retention_days: int = 0  # `ivr retention`: delete the step log older than this (0: keep)
+    recordings_retention_days: int = 0  # delete recordings older than this (0: retention_days)
+
+    ENV = {
+        "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+        "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+        "twilio_api_base_url": "TWILIO_API_BASE_URL",
+        "public_url": "PUBLIC_URL",
+        "redis_url": "REDIS_URL",
+        "database_url": "DATABASE_URL",
+        "data_dir": "IVR_DATA_DIR",
+        "flows_dir": "IVR_FLOWS_DIR",
+        "recordings_dir": "IVR_RECORDINGS_DIR",
+        "validate_signatures": "IVR_VALIDATE_SIGNATURES",
+        "fallback_number": "IVR_FALLBACK_NUMBER",
+        "default_flow": "IVR_DEFAULT_FLOW",
+        "default_region": "IVR_DEFAULT_REGION",
+        "state_ttl": "IVR_STATE_TTL",
+        "hold_music_url": "IVR_HOLD_MUSIC_URL",
+        "recorder": "IVR_RECORDER",
+        "log_level": "IVR_LOG_LEVEL",
+        "agents_file": "IVR_AGENTS_FILE",
+        "api_token": "IVR_API_TOKEN",
+        "callback_caller_id": "IVR_CALLBACK_CALLER_ID",
+        "callback_ring_timeout": "IVR_CALLBACK_RING_TIMEOUT",
+        "callback_dial_grace": "IVR_CALLBACK_DIAL_GRACE",
+        "callback_sweep_interval": "IVR_CALLBACK_SWEEP_INTERVAL",
+        "callback_handle_time": "IVR_CALLBACK_HANDLE_TIME",
+        "callback_keep_days": "IVR_CALLBACK_KEEP_DAYS",
+        "display_timezone": "IVR_DISPLAY_TIMEZONE",
+        "service_level_s": "IVR_SERVICE_LEVEL_SECONDS",
+        "secret_key": "IVR_SECRET_KEY",
+        "mask_numbers": "IVR_MASK_NUMBERS",
+        "retention_days": "IVR_RETENTION_DAYS",
+        "recordings_retention_days": "IVR_RECORDINGS_RETENTION_DAYS",
+    }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a Config from environment variables, then apply keyword overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in cls.ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            kind = types[name]
+            if kind == "bool":
+                values[name] = _bool(raw, var)
+            elif kind == "int":
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{var} must be a whole number, got {raw!r}") from None
+            elif kind == "Path":
+                values[name] = Path(raw)
+            else:
+                values[name] = raw
+        cfg = cls(**values)
+        return replace(cfg, **overrides) if overrides else cfg
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'ivr.db').resolve()}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or self.sqlite_url
+
+    @property
+    def agents_path(self) -> Path:
+        """The agents file: IVR_AGENTS_FILE, else agents.yaml in the flows folder."""
+        return Path(self.agents_file) if self.agents_file else self.flows_dir / "agents.yaml"

@@ -1,0 +1,59 @@
+"""The supervisors' dashboard: a Flask blueprint under /dashboard.
+
+Wait-time reports with charts, the call list and each call's timeline, CSV exports, and test
+calls in the browser. Every page needs a logged-in user (`ivr users add NAME`); forms carry a
+CSRF token. Nothing here is on the webhook path: pages read the SQL summaries the recorder
+writes, and test calls run the engine like any call.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Blueprint, Flask
+
+from ..config import Config
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
+               static_folder="static")
+
+SESSION_HOURS = 12
+
+
+def secret_key(config: Config) -> str:
+    """IVR_SECRET_KEY, else a random key kept in <IVR_DATA_DIR>/dashboard_secret, created once
+    and shared by every process on this machine (set IVR_SECRET_KEY when there are several)."""
+    if config.secret_key:
+        return config.secret_key
+    path = Path(config.data_dir) / "dashboard_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text("ascii").strip()
+        if key:
+            return key
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        key = secrets.token_hex(32)
+        f.write(key)
+    return key
+
+
+def init_app(app: Flask) -> None:
+    """Register the dashboard on the IVR app, with signed, HTTP-only session cookies."""
+    config: Config = app.config["IVR"]
+    app.secret_key = secret_key(config)
+    app.config.update(
+        SESSION_COOKIE_NAME="ivr_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+    )
+    from . import auth, views  # noqa: F401  (they add their routes to bp)
+
+    app.register_blueprint(bp)

@@ -1,0 +1,46 @@
+"""What callers hear: menu announcements and how long prompts take to say."""
+
+from __future__ import annotations
+
+import re
+
+from .model import AskNode, Choice, Pause, PlayAudio, Prompt, SayText
+
+UNKNOWN_AUDIO_SECONDS = 5.0  # assumed length of an audio file whose `seconds` is not given
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+
+def announcement(choice: Choice) -> str | None:
+    """'For billing, press 1.' (the label first, so callers know whether to listen for the key)."""
+    if choice.key is None or not choice.label:
+        return None
+    return f"For {choice.label}, press {' '.join(choice.key)}."
+
+
+def announcements(node: AskNode) -> list[str]:
+    if not node.announce:
+        return []
+    return [a for a in (announcement(c) for c in node.choices) if a]
+
+
+def words(text: str) -> int:
+    # Each template counts as one spoken word (usually a name or a number).
+    n_templates = len(_TEMPLATE.findall(text))
+    return len(_TEMPLATE.sub(" ", text).split()) + n_templates
+
+
+def text_seconds(text: str, wpm: int) -> float:
+    return words(text) * 60.0 / wpm
+
+
+def prompt_seconds(prompt: Prompt, wpm: int) -> float:
+    """Estimated seconds to play a prompt: speech at `wpm`, audio at its declared length."""
+    total = 0.0
+    for item in prompt:
+        if isinstance(item, SayText):
+            total += text_seconds(item.text, wpm)
+        elif isinstance(item, PlayAudio):
+            total += item.seconds if item.seconds is not None else UNKNOWN_AUDIO_SECONDS
+        elif isinstance(item, Pause):
+            total += item.seconds
+    return total

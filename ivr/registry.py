@@ -1,0 +1,165 @@
+"""The flows a server is running, chosen by the called number, reloaded when files change.
+
+A changed file is loaded and checked before it replaces anything: a file that fails its
+check is logged loudly and the last good version keeps answering calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .callers import Directory, DirectoryError, open_directory
+from .errors import FlowError, Problem
+from .loader import load_flow
+from .model import Flow
+from .phone import normalize
+
+log = logging.getLogger("ivr.flows")
+
+FLOW_SUFFIXES = (".yaml", ".yml")
+NOT_FLOWS = ("agents.yaml", "agents.yml")  # the agents file (callbacks/agents.py) lives here too
+
+
+def flow_files(folder: Path) -> list[Path]:
+    """Flow files directly inside `folder` (scenario files live in a tests/ subfolder)."""
+    return sorted(p for p in Path(folder).glob("*")
+                  if p.suffix in FLOW_SUFFIXES and p.name not in NOT_FLOWS and p.is_file())
+
+
+@dataclass
+class _Loaded:
+    flow: Flow
+    mtime: float
+    size: int
+    directory: Directory | None = None
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, list[Problem]] = field(default_factory=dict)
+
+
+class FlowRegistry:
+    """Loaded flows for one folder. Thread-safe; checks files at most every `interval` s."""
+
+    def __init__(self, folder: str | Path, default_flow: str = "", default_region: str = "US",
+                 interval: float = 1.0):
+        self.folder = Path(folder)
+        self.default_flow = default_flow
+        self.default_region = default_region
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._loaded: dict[str, _Loaded] = {}  # by file path
+        self._checked = 0.0
+        self.last_report = LoadReport()
+        self.reload(force=True)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def reload(self, force: bool = False) -> LoadReport:
+        """Load new and changed files; keep the last good version of any that fail."""
+        report = LoadReport()
+        with self._lock:
+            for path in flow_files(self.folder):
+                key = str(path)
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                old = self._loaded.get(key)
+                if not force and old and (old.mtime, old.size) == (st.st_mtime, st.st_size):
+                    continue
+                try:
+                    flow = load_flow(path)
+                    self._unique_id(flow, key)
+                    directory = self._directory(flow, path)
+                except FlowError as exc:
+                    report.failed[key] = exc.problems
+                    kept = f"; still serving the version loaded before ({old.flow.digest})" if old else ""
+                    log.error("flow file %s failed its check and was NOT loaded%s:\n%s", key, kept,
+                              "\n".join(str(p) for p in exc.errors))
+                    if old:  # don't retry the same broken bytes every second
+                        old.mtime, old.size = st.st_mtime, st.st_size
+                    continue
+                self._loaded[key] = _Loaded(flow, st.st_mtime, st.st_size, directory)
+                report.loaded.append(flow.id)
+                if old:
+                    log.warning("reloaded flow '%s' from %s (version %s)", flow.id, key, flow.digest)
+            # A deleted file keeps serving: removing a live flow by accident must not drop
+            # calls. Restart the server to unload it for good.
+            self._checked = time.monotonic()
+            self._cross_check(report)
+        self.last_report = report
+        return report
+
+    def _unique_id(self, flow: Flow, key: str) -> None:
+        for other_key, other in self._loaded.items():
+            if other_key != key and other.flow.id == flow.id:
+                raise FlowError([Problem(key, 1, 1, f"flow id '{flow.id}' is already used by "
+                                         f"{other_key}; give each flow its own 'id'", code="dup-id")])
+
+    def _directory(self, flow: Flow, path: Path) -> Directory | None:
+        if not flow.directory:
+            return None
+        try:
+            return open_directory(flow.directory, path.parent, self.default_region)
+        except DirectoryError as exc:
+            raise FlowError([Problem(str(path), None, None, f"caller directory: {exc}",
+                                     code="directory")]) from None
+
+    def _cross_check(self, report: LoadReport) -> None:
+        flows = self._by_id()
+        for item in self._loaded.values():
+            for node in item.flow.nodes.values():
+                target = getattr(node, "flow", None)
+                if node.kind == "goto_flow" and target not in flows:
+                    log.error("flow '%s' node '%s' goes to flow '%s', which is not loaded",
+                              item.flow.id, node.id, target)
+                offer = getattr(node, "callback", None)
+                if offer is not None and offer.flow not in flows:
+                    log.error("flow '%s' node '%s' offers callbacks run by flow '%s', which is not "
+                              "loaded; callback calls will use the built-in greeting",
+                              item.flow.id, node.id, offer.flow)
+
+    def maybe_reload(self) -> None:
+        if time.monotonic() - self._checked >= self.interval:
+            self.reload()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _by_id(self) -> dict[str, Flow]:
+        return {i.flow.id: i.flow for i in self._loaded.values()}
+
+    @property
+    def flows(self) -> dict[str, Flow]:
+        self.maybe_reload()
+        return self._by_id()
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self.flows.get(flow_id)
+
+    def directory(self, flow: Flow) -> Directory | None:
+        for item in self._loaded.values():
+            if item.flow.id == flow.id:
+                return item.directory
+        return None
+
+    def for_number(self, to_number: str | None) -> Flow | None:
+        """The flow that answers calls to `to_number`, else the default flow."""
+        flows = self.flows
+        to = normalize(to_number, self.default_region) if to_number else None
+        if to:
+            for flow in flows.values():
+                if any(normalize(n, self.default_region) == to for n in flow.numbers):
+                    return flow
+        if self.default_flow and self.default_flow in flows:
+            return flows[self.default_flow]
+        defaults = [f for f in flows.values() if f.default]
+        if defaults:
+            return sorted(defaults, key=lambda f: f.id)[0]
+        return next(iter(flows.values())) if len(flows) == 1 else None

@@ -1,0 +1,216 @@
+"""The outside world the engine needs, wired once per process: Redis, the SQL store, flows,
+caller directories, intent matchers. The web app, the simulator and the CLI share it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .callers import unknown_context
+from .config import Config
+from .engine import Context, clock
+from .model import Flow
+from .phone import normalize
+from .registry import FlowRegistry
+from .state import CallStates
+
+log = logging.getLogger("ivr")
+
+
+def intent_matcher(flow: Flow):
+    """The flow's intent matcher (built by the speech package; cached per flow version)."""
+    from speech.intents import IntentSpec, build_matcher
+
+    specs = {name: IntentSpec(phrases=list(i.phrases), keywords=list(i.keywords))
+             for name, i in flow.intents.items()}
+    return build_matcher(specs)
+
+
+@dataclass
+class Matchers:
+    """Intent matchers per flow version; built on first use, shared by all requests."""
+
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def match(self, flow: Flow, text: str):
+        return self.matcher(flow).match(text)
+
+    def warm(self, flows: list[Flow]) -> threading.Thread:
+        """Build the matchers (and load the model) in the background at start-up, so the
+        first caller who speaks does not wait for it."""
+
+        def build() -> None:
+            for flow in flows:
+                if flow.intents:
+                    try:
+                        self.matcher(flow)
+                    except Exception:
+                        log.exception("could not build the intent matcher for flow %s", flow.id)
+
+        thread = threading.Thread(target=build, name="ivr-intents-warmup", daemon=True)
+        thread.start()
+        return thread
+
+    def matcher(self, flow: Flow):
+        key = (flow.id, flow.digest)
+        matcher = self._cache.get(key)
+        if matcher is None:
+            with self._lock:
+                matcher = self._cache.get(key)
+                if matcher is None:
+                    matcher = intent_matcher(flow)
+                    self._cache = {k: v for k, v in self._cache.items() if k[0] != flow.id}
+                    self._cache[key] = matcher
+        return matcher
+
+
+def caller_context(registry: FlowRegistry, flow: Flow, phone: str | None) -> dict:
+    """The caller's directory record as flow context; unknown (never an error) when the number
+    is withheld, not in the directory, or the directory cannot be read."""
+    directory = registry.directory(flow)
+    if phone and directory is not None:
+        try:
+            found = directory.lookup(phone)
+        except Exception:  # a directory outage must not stop the call
+            log.exception("caller directory lookup failed for flow %s", flow.id)
+            found = None
+        if found is not None:
+            return found.as_context()
+    return unknown_context(phone)
+
+
+class Services:
+    """Everything a process needs to run calls."""
+
+    def __init__(self, config: Config, redis_client: redis.Redis | None = None,
+                 registry: FlowRegistry | None = None):
+        self.config = config
+        self.redis_url = config.redis_url
+        self.owns_redis = False
+        if redis_client is None:
+            if not self.redis_url:
+                from .embedded import ensure_redis
+
+                self.redis_url, self.owns_redis = ensure_redis(config.data_dir)
+            redis_client = redis.Redis.from_url(self.redis_url, socket_timeout=5,
+                                                socket_connect_timeout=2, health_check_interval=30)
+        self.redis = redis_client
+        self.calls = CallStates(self.redis, ttl=config.state_ttl)
+        self.registry = registry or FlowRegistry(config.flows_dir, config.default_flow,
+                                                 config.default_region)
+        self.matchers = Matchers()
+        self.matchers.warm(list(self.registry.flows.values()))
+        self._store = None
+        self._twilio = None
+        self._callbacks = None
+        self._vosk_models = None
+        self._vosk_missing: set[str] = set()
+        self._recorder_pid: int | None = None
+        self._recorder_stop = threading.Event()
+
+    # The SQL store is opened lazily: answering a call never needs it.
+    @property
+    def store(self):
+        if self._store is None:
+            from .store import Store
+
+            self._store = Store(self.config.effective_database_url)
+        return self._store
+
+    @property
+    def vosk_models(self):
+        """Offline speech models per language (IVR_VOSK_MODELS), loaded once per process."""
+        if self._vosk_models is None:
+            from speech.models import ModelRegistry
+
+            self._vosk_models = ModelRegistry.from_env()
+        return self._vosk_models
+
+    def vosk_available(self, flow: Flow) -> bool:
+        """Whether `speech: vosk` can work for this flow; says loudly, once, when it cannot."""
+        if flow.settings.speech != "vosk":
+            return False
+        if self.vosk_models.is_available(flow.language):
+            return True
+        if flow.language not in self._vosk_missing:
+            self._vosk_missing.add(flow.language)
+            from speech.models import how_to_get_model
+
+            log.error("flow '%s' asks for offline speech (speech: vosk) but no vosk model for %s "
+                      "is installed; using Twilio's speech recognition instead. %s", flow.id,
+                      flow.language, how_to_get_model(flow.language))
+        return False
+
+    def twilio(self):
+        """The Twilio REST client (TWILIO_API_BASE_URL points it at a stand-in)."""
+        if self._twilio is None:
+            from .twilio_rest import client
+
+            self._twilio = client(self.config)
+        return self._twilio
+
+    @property
+    def callbacks(self):
+        """The callback machinery (callbacks/): agents, the line, callback records."""
+        if self._callbacks is None:
+            from callbacks.runtime import Runtime
+
+            self._callbacks = Runtime(self.config, self.redis)
+        return self._callbacks
+
+    def migrate(self) -> None:
+        if not self.config.database_url:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.migrate()
+
+    def recorder(self):
+        from .recorder import Recorder
+
+        return Recorder(self.redis, self.store)
+
+    def ensure_recorder_thread(self) -> None:
+        """Start this process's recorder thread (once per process, also after a fork).
+
+        Every web process offers to record the step log, but only the holder of a per-host
+        lease does: one writer batches far better than one per worker, and when its process
+        dies another takes over within seconds.
+        """
+        if not self.config.recorder or self._recorder_pid == os.getpid():
+            return
+        self._recorder_pid = os.getpid()
+        self._recorder_stop = threading.Event()
+        from .leader import lead
+
+        key = f"ivr:recorder:leader:{socket.gethostname()}"
+        thread = threading.Thread(
+            target=lead, args=(self.redis, key, lambda lost: self.recorder().run(lost),
+                               self._recorder_stop),
+            name="ivr-recorder", daemon=True)
+        thread.start()
+
+    def stop(self) -> None:
+        self._recorder_stop.set()
+
+    def context(self, flow: Flow | None = None) -> Context:
+        registry = self.registry
+        region = self.config.default_region
+
+        def lookup(field_name: str, value: str) -> dict | None:
+            directory = registry.directory(flow) if flow else None
+            if directory is None:
+                return None
+            if field_name == "phone":
+                found = directory.lookup(normalize(value, region) or "")
+            else:
+                found = directory.find(field_name, value)
+            return found.as_context() if found else None
+
+        return Context(now=clock(), flows=registry.flows, lookup=lookup,
+                       match=self.matchers.match, fallback_number=self.config.fallback_number)

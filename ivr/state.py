@@ -1,0 +1,135 @@
+"""Live call state in Redis, keyed by CallSid, with a TTL.
+
+One hash per call holds the engine state, the step token of the last answer and that
+answer's TwiML. Writes go through one atomic script together with the call's log records, so
+the state and the step log never disagree. A per-call lock keeps two webhooks for the same
+call (Twilio retrying a slow answer) from running a step at the same time.
+
+A webhook costs two round trips: one script takes the lock and reads the state, another
+writes the state, its log records and the answer and releases the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+import redis
+
+from . import recorder
+
+PREFIX = "ivr:call:"
+
+# KEYS: lock, call hash. ARGV: token, hold ms. -> {0} when busy, else {1, state, step, twiml}
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml')
+return {1, v[1], v[2], v[3]}
+"""
+
+# KEYS: call hash, lock, stream. ARGV: token, ttl, state, step ('' keeps it), twiml, records...
+_SAVE = """
+local fields = {'state', ARGV[3]}
+if ARGV[4] ~= '' then
+  table.insert(fields, 'step'); table.insert(fields, ARGV[4])
+  table.insert(fields, 'twiml'); table.insert(fields, ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+for i = 6, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class CallBusy(Exception):
+    """Another request for the same call held the lock for too long."""
+
+
+class CallStates:
+    def __init__(self, client: redis.Redis, ttl: int = 4 * 3600, stream: str = recorder.STREAM):
+        self.redis = client
+        self.ttl = ttl
+        self.stream = stream
+        self._acquire = client.register_script(_ACQUIRE)
+        self._save = client.register_script(_SAVE)
+        self._release = client.register_script(_RELEASE)
+        self._held = threading.local()  # what this thread read when it took a call's lock
+
+    @staticmethod
+    def key(call_sid: str) -> str:
+        return PREFIX + call_sid
+
+    @staticmethod
+    def _lock_key(call_sid: str) -> str:
+        return f"{PREFIX}{call_sid}:lock"
+
+    @contextmanager
+    def lock(self, call_sid: str, wait_s: float = 8.0, hold_ms: int = 10_000):
+        """Hold the call's lock; wait for a concurrent request rather than run twice."""
+        key = self._lock_key(call_sid)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while True:
+            reply = self._acquire(keys=[key, self.key(call_sid)], args=[token, hold_ms])
+            if reply[0]:
+                break
+            if time.monotonic() > deadline:
+                raise CallBusy(call_sid)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        self._held.call = {"sid": call_sid, "token": token, "read": _decode(reply[1:]),
+                           "released": False}
+        try:
+            yield
+        finally:
+            held = getattr(self._held, "call", None)
+            self._held.call = None
+            if held and not held["released"]:
+                self._release(keys=[key], args=[token])
+
+    def _holding(self, call_sid: str) -> dict | None:
+        held = getattr(self._held, "call", None)
+        return held if held and held["sid"] == call_sid and not held["released"] else None
+
+    def load(self, call_sid: str) -> tuple[dict | None, int, str | None]:
+        """(state, step token of the last answer, that answer's TwiML)."""
+        held = self._holding(call_sid)
+        if held is not None:  # read when the lock was taken: no second round trip
+            return held["read"]
+        return _decode(self.redis.hmget(self.key(call_sid), "state", "step", "twiml"))
+
+    def save(self, call_sid: str, state: dict, records: list[dict], step: int | None = None,
+             twiml: str | None = None, ttl: int | None = None) -> None:
+        """Store the new state (and the answer for `step`) with the step's log records, and
+        release the call's lock if this thread holds it, all in one atomic script."""
+        held = self._holding(call_sid)
+        args = [held["token"] if held else "", ttl or self.ttl,
+                json.dumps(state, separators=(",", ":")),
+                "" if step is None else str(step), twiml or ""]
+        args += [recorder.encode(r) for r in records]
+        self._save(keys=[self.key(call_sid), self._lock_key(call_sid), self.stream], args=args)
+        if held is not None:
+            held["released"] = True
+            self._held.call = None
+
+    def log(self, records: list[dict]) -> None:
+        recorder.append(self.redis, records, self.stream)
+
+
+def _decode(values) -> tuple[dict | None, int, str | None]:
+    state, step, twiml = values
+    if state is None:
+        return None, 0, None
+    if isinstance(twiml, bytes):
+        twiml = twiml.decode()
+    return json.loads(state), int(step or 0), twiml

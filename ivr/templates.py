@@ -1,0 +1,88 @@
+"""Templates in prompts and conditions: `Hello {{ caller.first_name }}`, `vars.tries > 2`.
+
+A sandboxed Jinja environment, so a flow file can read call data but never reach Python
+internals. Missing values render as empty text rather than failing a live call.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+_env = SandboxedEnvironment(
+    undefined=ChainableUndefined,
+    autoescape=False,
+    finalize=lambda value: "" if value is None else value,  # None is never read out as 'None'
+)
+
+
+def _spell_digits(value: Any) -> str:
+    # "12345" -> "1 2 3 4 5", so text-to-speech reads a number digit by digit
+    return " ".join(str(value).replace(" ", ""))
+
+
+_env.filters["digits"] = _spell_digits
+
+
+class TemplateError(ValueError):
+    """A template that cannot compile; `line` is relative to the template text."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+@lru_cache(maxsize=4096)
+def _compile(text: str):
+    try:
+        return _env.from_string(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
+
+
+@lru_cache(maxsize=1024)
+def _compile_expr(text: str):
+    try:
+        return _env.compile_expression(text, undefined_to_none=True)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"expression error: {exc.message}", exc.lineno) from None
+
+
+def check(text: str) -> None:
+    """Raise TemplateError if `text` is not a valid template."""
+    if "{" in text:
+        _compile(text)
+
+
+def check_expression(text: str) -> None:
+    _compile_expr(text)
+
+
+def native(text: str) -> Any:
+    """'3' -> 3, '2.5' -> 2.5, 'true' -> True; anything else stays text. So variables set
+    from templates compare as numbers in conditions (`vars.tries > 2`)."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if t and (t.lstrip("-").isdigit()) and not (len(t.lstrip("-")) > 1 and t.lstrip("-")[0] == "0"):
+        return int(t)
+    try:
+        return float(t) if any(ch.isdigit() for ch in t) and "." in t else text
+    except ValueError:
+        return text
+
+
+def render(text: str, context: dict[str, Any]) -> str:
+    """Render a template; plain text is returned as is without touching Jinja."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    return " ".join(_compile(text).render(context).split())
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """Evaluate a condition expression such as `caller.plan == 'premium'`."""
+    return _compile_expr(expression)(**context)

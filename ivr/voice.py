@@ -1,0 +1,403 @@
+"""The Twilio voice webhooks: HTTP in, engine events through, TwiML out.
+
+Twilio calls `POST /voice` when a call arrives and `POST /voice/status` when it ends; every
+other URL reaches the server through the TwiML it sends back. All of them need a valid
+X-Twilio-Signature. Whatever fails inside (Redis down, a broken flow, a bug), the caller
+gets valid TwiML: an apology and a way to a person, never an HTTP 500 and silence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, request
+
+from . import events as E
+from . import twiml
+from .engine import run
+from .phone import normalize
+from .security import twilio_only, websocket_base
+from .services import Services, caller_context
+
+log = logging.getLogger("ivr.voice")
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+FINAL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
+ENDED_TTL = 15 * 60  # keep an ended call's state a little while for late webhooks
+
+
+def services() -> Services:
+    return current_app.extensions["ivr"]
+
+
+def xml(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/xml")
+
+
+def fail_safe(reason: str, flow=None) -> Response:
+    """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
+    number when the flow is known, else the server's."""
+    log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
+    cfg = current_app.config["IVR"]
+    number = (flow.settings.fallback_number if flow is not None else None) or cfg.fallback_number
+    return xml(twiml.apology(number or None))
+
+
+def _int(name: str) -> int | None:
+    try:
+        return int(request.form.get(name, ""))
+    except ValueError:
+        return None
+
+
+def _step_token() -> int:
+    try:
+        return int(request.args.get("s", "0"))
+    except ValueError:
+        return -1
+
+
+def _context(svc: Services, sid: str, flow):
+    """The engine's Context for one call, with the callback hooks (estimates, pending callbacks)."""
+    ctx = svc.context(flow)
+    rt = svc.callbacks
+    if rt is None:
+        return ctx
+    from callbacks.web import hooks
+
+    return dataclasses.replace(ctx, **hooks(rt, sid))
+
+
+def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow) -> None:
+    """Book or cancel callbacks the engine asked for, and keep the caller's place in line."""
+    rt = svc.callbacks
+    if rt is not None:
+        from callbacks.web import after_step
+
+        after_step(rt, sid, event, state, result, flow)
+
+
+def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
+             flow_id: str | None = None) -> Response:
+    """Apply one event to the call named by CallSid and answer with TwiML.
+
+    `answer` requests (the ones whose TwiML drives the call) are idempotent: the step token
+    `s` in the URL tells a retry from a new step, and a retry gets the stored answer.
+    `flow_id` names the flow of a call we placed (a callback) instead of the called number.
+    """
+    sid = request.form.get("CallSid", "")
+    if not sid:
+        return xml(twiml.text("Sorry, this request is missing its call id."), 400)
+    svc = services()
+    cfg = svc.config
+    flow = None
+    try:
+        svc.ensure_recorder_thread()
+        with svc.calls.lock(sid):
+            state, last_step, last_twiml = svc.calls.load(sid)
+            token = _step_token()
+            if answer and state is not None and token < last_step and last_twiml:
+                log.info("call %s: repeated request for step %s, answering as before", sid, token)
+                return xml(last_twiml)
+            event = build(state)
+            if isinstance(event, E.CallStarted):
+                flow = _flow_for(svc, flow_id) if flow_id else svc.registry.for_number(event.to_number)
+                if flow is None:
+                    return fail_safe(f"no flow answers calls to {event.to_number}")
+                event = dataclasses.replace(
+                    event, caller=event.caller or caller_context(svc.registry, flow, event.from_number))
+            elif state is None:
+                return fail_safe(f"no live state for {type(event).__name__}")
+            else:
+                flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
+                if flow is None:
+                    return fail_safe(f"flow '{state['flow']}' is no longer loaded")
+            result = run(flow, state, event, _context(svc, sid, flow))
+            _after_step(svc, sid, event, state, result, flow)
+            for failed in (s for s in result.steps if s["event"] == "error"):
+                log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
+                          "person: %s", sid, failed["flow"], failed["node"],
+                          (failed.get("detail") or {}).get("error"))
+            records = _log_records(sid, event, result)
+            if answer:
+                step = last_step + 1
+                live = None
+                if svc.vosk_available(svc.registry.get(result.state.get("flow")) or flow):
+                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", flow.language)
+                previous = twiml.stream_name(last_step)
+                stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
+                body = twiml.render(result.actions, step, sid, live, stop)
+                svc.calls.save(sid, result.state, records, step, body)
+                if isinstance(event, E.RecordingDone) and event.url:
+                    _process_later(svc, sid, event, records, flow)
+            else:
+                body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
+                svc.calls.save(sid, result.state, records)
+            return xml(body)
+    except Exception as exc:  # Redis down, lock timeout, a bug: the caller still hears us
+        log.exception("call %s: webhook failed", sid)
+        return fail_safe(f"{type(exc).__name__}: {exc}", flow)
+
+
+def _flow_for(svc: Services, flow_id: str):
+    flow = svc.registry.get(flow_id)
+    if flow is None:
+        from callbacks.web import builtin_flow
+
+        log.error("flow '%s' is not loaded: the callback call uses the built-in greeting", flow_id)
+        flow = builtin_flow()
+    return flow
+
+
+def _builtin(flow_id: str):
+    from callbacks.web import BUILTIN_ID, builtin_flow
+
+    return builtin_flow() if flow_id == BUILTIN_ID else None
+
+
+def _process_later(svc: Services, sid: str, event: E.RecordingDone, records: list[dict], flow) -> None:
+    """Hand the recording to a worker; the caller never waits for it."""
+    from .recordings import enqueue
+
+    seq = next((r["seq"] for r in records if r["type"] == "recording"), 0)
+    try:
+        enqueue(svc.redis, sid, seq, event.url, flow.id, event.duration)
+    except Exception:  # the URL is in the step log; `ivr recordings process` can catch up
+        log.exception("call %s: could not queue recording %s for transcription", sid, event.url)
+
+
+def _log_records(sid: str, event: E.Event, result) -> list[dict]:
+    records: list[dict] = []
+    s = result.state
+    if isinstance(event, E.CallStarted):
+        caller = s.get("caller") or {}
+        records.append({
+            "type": "call_started", "call_sid": sid, "flow": s.get("flow"),
+            "from_number": event.from_number, "to_number": event.to_number,
+            "caller_known": bool(caller.get("known")), "customer_id": caller.get("customer_id") or None,
+            "started_at": s.get("started"), "is_test": bool(event.is_test),
+            "parent_call_sid": event.parent_call_sid,
+        })
+    records += [{"type": "step", "call_sid": sid, **step} for step in result.steps]
+    if isinstance(event, E.RecordingDone) and event.url:
+        seq = result.steps[0]["seq"] if result.steps else s.get("seq")
+        records.append({"type": "recording", "call_sid": sid, "seq": seq, "url": event.url,
+                        "duration_s": event.duration})
+    return records
+
+
+# -- the webhooks ------------------------------------------------------------------------
+
+
+@bp.post("")
+@twilio_only
+def incoming() -> Response:
+    """Twilio's Voice URL: a call has arrived."""
+    f = request.form
+    region = current_app.config["IVR"].default_region
+    return _advance(lambda state: E.CallStarted(
+        f.get("CallSid", ""), normalize(f.get("From"), region), normalize(f.get("To"), region) or
+        f.get("To"), parent_call_sid=f.get("ParentCallSid") or None))
+
+
+@bp.post("/gather")
+@twilio_only
+def gather() -> Response:
+    f = request.form
+
+    def event(state):
+        if f.get("Digits"):
+            return E.Digits(f["Digits"])
+        # Twilio's recognizer posts SpeechResult; our own (vosk, ivr.media) redirects the call
+        # here with the words in the signed URL.
+        text = f.get("SpeechResult", "").strip() or request.args.get("speech", "").strip()
+        if text:
+            raw = f.get("Confidence") or request.args.get("confidence", "")
+            try:
+                confidence = float(raw)
+            except ValueError:
+                confidence = None
+            return E.Speech(text, confidence)
+        return E.NoInput()
+
+    return _advance(event)
+
+
+@bp.post("/queue/wait")
+@twilio_only
+def queue_wait() -> Response:
+    return _advance(lambda state: E.QueueWait(_int("QueuePosition"), _int("QueueTime"),
+                                              _int("AvgQueueTime"), _int("CurrentQueueSize")),
+                    answer=False)
+
+
+@bp.post("/queue/offer")
+@twilio_only
+def queue_offer() -> Response:
+    """A key press or words during the hold music (the callback offer's <Gather>)."""
+    f = request.form
+
+    def event(state):
+        if f.get("Digits"):
+            return E.Digits(f["Digits"])
+        return E.Speech(f.get("SpeechResult", "").strip(), None)
+
+    return _advance(event, answer=False)
+
+
+@bp.post("/queue/left")
+@twilio_only
+def queue_left() -> Response:
+    return _advance(lambda state: E.QueueLeft(request.form.get("QueueResult", "error"),
+                                              _int("QueueTime")))
+
+
+@bp.post("/dial")
+@twilio_only
+def dial() -> Response:
+    return _advance(lambda state: E.TransferEnded(request.form.get("DialCallStatus", "failed"),
+                                                  _int("DialCallDuration")))
+
+
+@bp.post("/record")
+@twilio_only
+def record() -> Response:
+    f = request.form
+    return _advance(lambda state: E.RecordingDone(f.get("RecordingUrl") or None,
+                                                  _int("RecordingDuration"), f.get("Digits") or None))
+
+
+@bp.post("/whisper")
+@twilio_only
+def whisper() -> Response:
+    """Played to the agent who answers a transfer, before the caller is connected."""
+    parent = request.args.get("call", "")
+    text = "Incoming support call."
+    try:
+        svc = services()
+        state, _, _ = svc.calls.load(parent)
+        if state and state.get("whisper"):
+            text = state["whisper"]
+        if state and state.get("callback") and svc.callbacks is not None:
+            from callbacks.web import connected
+
+            connected(svc.callbacks, state["callback"])  # the agent answered a callback call
+    except Exception:  # the agent still gets the call, just without the summary
+        log.exception("whisper for %s: could not read call state", parent)
+    return xml(twiml.text(text, hangup=False))
+
+
+@bp.post("/status")
+@twilio_only
+def status() -> Response:
+    """Twilio's status callback: closes the call record with its duration and outcome."""
+    f = request.form
+    return _call_ended(f.get("CallSid", ""), f.get("CallStatus", ""), _int("CallDuration"))
+
+
+def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
+    if call_status not in FINAL_STATUSES:
+        return Response(status=204)
+    svc = services()
+    try:
+        svc.ensure_recorder_thread()
+        with svc.calls.lock(sid):
+            ended_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            state, _, _ = svc.calls.load(sid)
+            if state is None or state.get("wait") == "ended":
+                if state is None:
+                    svc.calls.log([{"type": "call_ended", "call_sid": sid, "status": call_status,
+                                    "duration_s": duration, "ended_at": ended_at,
+                                    "outcome": None, "last_node": None}])
+                return Response(status=204)
+            flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
+            if flow is None:
+                result_state, steps, ended = dict(state, wait="ended"), [], {
+                    "outcome": state.get("outcome") or "abandoned", "last_node": state.get("node")}
+            else:
+                result = run(flow, state, E.HangUp(call_status, duration), _context(svc, sid, flow))
+                _after_step(svc, sid, E.HangUp(call_status, duration), state, result, flow)
+                result_state, steps, ended = result.state, result.steps, result.ended or {}
+            records = [{"type": "step", "call_sid": sid, **s} for s in steps]
+            records.append({"type": "call_ended", "call_sid": sid, "status": call_status,
+                            "duration_s": duration, "ended_at": ended_at,
+                            "outcome": ended.get("outcome"), "last_node": ended.get("last_node")})
+            svc.calls.save(sid, result_state, records, ttl=ENDED_TTL)
+    except Exception:
+        # Twilio retries nothing here and the caller is gone; log loudly for the supervisor.
+        log.exception("status callback for %s could not be recorded", sid)
+        return Response(status=503)
+    return Response(status=204)
+
+
+@bp.post("/fallback")
+@twilio_only
+def fallback() -> Response:
+    """Twilio's fallback URL: the primary webhook failed or timed out."""
+    return fail_safe(f"Twilio used the fallback URL (ErrorCode={request.form.get('ErrorCode')}, "
+                     f"ErrorUrl={request.form.get('ErrorUrl')})")
+
+
+@bp.post("/fallback/done")
+@twilio_only
+def fallback_done() -> Response:
+    if request.form.get("RecordingUrl"):
+        log.error("call %s left a message while the system was failing: %s",
+                  request.form.get("CallSid"), request.form.get("RecordingUrl"))
+    return xml(twiml.text("Thank you. We will call you back. Goodbye."))
+
+
+# -- callback calls (placed by callbacks/dispatch.py) -------------------------------------------
+
+
+def _callback_args() -> tuple[str, int]:
+    try:
+        return request.args.get("cb", ""), int(request.args.get("a", "0"))
+    except ValueError:
+        return request.args.get("cb", ""), 0
+
+
+@bp.post("/callback")
+@twilio_only
+def callback_answered() -> Response:
+    """A callback call was answered (after answering-machine detection): run the callback flow,
+    or hang up on a machine (the attempt then counts as one, and is retried)."""
+    from callbacks.web import answer_leg, leg_context
+
+    f = request.form
+    svc = services()
+    callback_id, attempt = _callback_args()
+    try:
+        verdict, record = answer_leg(svc.callbacks, callback_id, attempt, f)
+    except Exception:  # Redis trouble: apologise; the status callback settles the attempt
+        log.exception("callback %s: answered, but the callback could not be read", callback_id)
+        return xml(twiml.text("Sorry, we're having technical difficulties. We'll call you back soon."))
+    if verdict != "run":
+        log.info("callback %s attempt %s: %s, hanging up", callback_id, attempt,
+                 "an answering machine" if verdict == "machine" else "not the current attempt")
+        return xml(twiml.hangup())
+    caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
+    context = leg_context(svc.callbacks, record)
+    return _advance(lambda state: E.CallStarted(
+        f.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
+        parent_call_sid=record.get("call_sid"), callback=context), flow_id=record.get("flow") or "callback")
+
+
+@bp.post("/callback/status")
+@twilio_only
+def callback_status() -> Response:
+    """Status callbacks of a callback call: the attempt's outcome, then the usual end of call."""
+    from callbacks.web import leg_status
+
+    f = request.form
+    callback_id, attempt = _callback_args()
+    try:
+        leg_status(services().callbacks, callback_id, attempt, f)
+    except Exception:
+        log.exception("callback %s: status %s could not be applied; the sweep will ask Twilio",
+                      callback_id, f.get("CallStatus"))
+    return _call_ended(f.get("CallSid", ""), f.get("CallStatus", ""), _int("CallDuration"))
