@@ -1,0 +1,167 @@
+"""``ivr intents ...``: measure and try intent sets from the command line.
+
+Attach to the main CLI with ``cli.add_command(intents)``; runnable on its own as
+``python -m speech.cli eval --intents FILE --cases FILE [--json]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from speech.evaluate import evaluate, load_cases, load_intents
+from speech.intents import CONFIRM_BELOW, REJECT_BELOW, build_matcher
+
+__all__ = ["intents"]
+
+
+@click.group(name="intents")
+def intents() -> None:
+    """Speech intents: measure how well an intent set routes what callers say."""
+
+
+def _load(intents_file: str) -> dict:
+    try:
+        return load_intents(intents_file)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@intents.command(name="eval")
+@click.option(
+    "--intents",
+    "intents_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML or JSON file mapping each intent to its phrases (or {phrases, keywords}).",
+)
+@click.option(
+    "--cases",
+    "cases_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help='JSON lines: {"text": ..., "route": intent name or "fallback"}.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--matcher",
+    "kind",
+    type=click.Choice(["default", "embedding", "keyword"]),
+    default="default",
+    show_default=True,
+    help="Which matcher to measure.",
+)
+@click.option(
+    "--reject-below",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help=f"Confidence below which speech falls back (default {REJECT_BELOW}).",
+)
+@click.option(
+    "--confirm-below",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help=f"Confidence below which a match is confirmed (default {CONFIRM_BELOW}).",
+)
+def eval_command(
+    intents_file: str,
+    cases_file: str,
+    as_json: bool,
+    kind: str,
+    reject_below: float | None,
+    confirm_below: float | None,
+) -> None:
+    """Route every case and report accuracy, false accepts/rejects and latency."""
+    specs = _load(intents_file)
+    try:
+        cases = load_cases(cases_file)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    options = {}
+    if reject_below is not None:
+        options["reject_below"] = reject_below
+    if confirm_below is not None:
+        options["confirm_below"] = max(confirm_below, reject_below or 0.0)
+    if options and kind == "keyword":
+        raise click.ClickException("--reject-below/--confirm-below need an embedding matcher")
+    try:
+        matcher = build_matcher(specs, kind, **options) if options else None
+        report = evaluate(specs, cases, matcher, kind=kind)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report["intents_file"] = intents_file
+    report["cases_file"] = cases_file
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=False))
+        return
+    _print_table(report)
+
+
+@intents.command(name="try")
+@click.option(
+    "--intents",
+    "intents_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+)
+@click.argument("utterances", nargs=-1)
+def try_command(intents_file: str, utterances: tuple[str, ...]) -> None:
+    """Show what the matcher makes of UTTERANCES (or of lines on standard input)."""
+    matcher = build_matcher(_load(intents_file))
+    lines = utterances or tuple(line.rstrip("\n") for line in sys.stdin)
+    for text in lines:
+        if not text.strip():
+            continue
+        m = matcher.match(text)
+        verdict = m.intent or "fallback"
+        if m.needs_confirmation:
+            verdict += " (confirm)"
+        click.echo(f"{text!r} -> {verdict}  confidence={m.confidence:.3f}  via {m.method}")
+
+
+def _print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title=f"Intent eval: {report['cases_file']}", show_header=False)
+    summary.add_column("figure")
+    summary.add_column("value", justify="right")
+    rows = [
+        ("cases", f"{report['n']} ({report['n_in_scope']} in scope, {report['n_fallback']} fallback)"),
+        ("in-scope accuracy", f"{report['in_scope_acc']:.3f}"),
+        ("false reject rate", f"{report['false_reject_rate']:.3f}"),
+        ("misroute rate", f"{report['misroute_rate']:.3f}"),
+        ("false accept rate", f"{report['false_accept_rate']:.3f}"),
+        ("confirm rate (of routed)", f"{report['confirm_rate']:.3f}"),
+        ("latency p50 / p99", f"{report['p50_ms']:.2f} / {report['p99_ms']:.2f} ms"),
+        ("matcher", report["matcher"]),
+    ]
+    if report.get("build_ms") is not None:
+        rows.append(("build (incl. model load)", f"{report['build_ms']:.0f} ms"))
+    for name, value in rows:
+        summary.add_row(name, value)
+    console.print(summary)
+
+    per_intent = Table(title="Per intent")
+    per_intent.add_column("intent")
+    per_intent.add_column("cases", justify="right")
+    per_intent.add_column("accuracy", justify="right")
+    for name, figures in report["per_intent"].items():
+        per_intent.add_row(name, str(figures["n"]), f"{figures['acc']:.3f}")
+    console.print(per_intent)
+
+    if report["top_confusions"]:
+        confusions = Table(title="Most frequent errors")
+        confusions.add_column("expected")
+        confusions.add_column("got")
+        confusions.add_column("count", justify="right")
+        for row in report["top_confusions"]:
+            confusions.add_row(row["route"], row["got"], str(row["count"]))
+        console.print(confusions)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    intents()
