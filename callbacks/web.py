@@ -1,0 +1,206 @@
+"""What the webhook layer (ivr/voice.py) does for callbacks, kept out of the engine.
+
+- `hooks`: the Context functions the engine asks (a queue's estimate for this caller, the
+  caller's pending callback).
+- `after_step`: carry out the engine's callback actions (book, cancel) and keep the caller's
+  place in the line in step with the call state.
+- `answer_leg`, `leg_context`, `leg_status`, `connected`: the outbound callback call.
+
+Everything here is a few Redis commands; SQL is never touched on the webhook path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+from typing import Any
+
+from ivr import actions as A
+from ivr import events as E
+from ivr.loader import load_flow_text
+from ivr.model import Flow
+from ivr.phone import spoken
+
+from . import estimate, keys, line, window
+from .dispatch import attempt_over, ensure_sweep, request_dispatch, settle
+from .runtime import Runtime
+from .store import LIVE, CallbackError
+
+log = logging.getLogger("callbacks.web")
+
+MACHINE = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
+FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+
+# Used when a queue's callback flow is not loaded: the caller still reaches the agent.
+BUILTIN_ID = "callback_builtin"
+BUILTIN_FLOW = """
+id: callback_builtin
+start: greet
+nodes:
+  greet:
+    say: >-
+      Hello{{ ' ' ~ caller.first_name if caller.first_name else '' }}. This is the callback you
+      asked for. Please hold while we connect you.
+    next: connect
+  connect:
+    transfer:
+      to: "{{ callback.agent_contact }}"
+      timeout: 30
+    next: sorry
+  sorry:
+    hangup: "Sorry, nobody could take the call just now. We'll call you back again shortly."
+"""
+
+
+@lru_cache(maxsize=1)
+def builtin_flow() -> Flow:
+    return load_flow_text(BUILTIN_FLOW, "<built-in callback flow>", BUILTIN_ID)
+
+
+def hooks(rt: Runtime, call_sid: str) -> dict:
+    """Context fields for one call: `estimate` and `pending_callback`."""
+    cfg = rt.config
+
+    def estimate_for(queue: str, position: int | None = None):
+        try:
+            return estimate.for_caller(rt.redis, rt.agents, queue, keys.live_member(call_sid),
+                                       cfg.callback_handle_time, position)
+        except Exception:  # no estimate is better than a failed call
+            log.exception("call %s: could not estimate the wait of queue %s", call_sid, queue)
+            return None
+
+    def pending_for(number: str) -> dict | None:
+        try:
+            record = rt.callbacks.pending_for(number)
+            if record is None:
+                return None
+            est = estimate.for_caller(rt.redis, rt.agents, record["queue"],
+                                      keys.callback_member(record["id"]), cfg.callback_handle_time)
+            wait = est.wait_s if est.agents_available else None
+            not_before = (record.get("not_before") or 0) - time.time()
+            if not_before > 0:
+                wait = max(wait or 0.0, not_before)
+            return {"id": record["id"], "queue": record["queue"], "wait_s": wait}
+        except Exception:
+            log.exception("call %s: could not look up pending callbacks", call_sid)
+            return None
+
+    return {"estimate": estimate_for, "pending_callback": pending_for, "region": cfg.default_region}
+
+
+def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, result: Any, flow: Any) -> None:
+    """Carry out the callback actions of one engine step, then sync the line.
+
+    A booking that fails raises: the caller must not hear "we'll call you back" unless the
+    callback is stored, so the webhook then fails safe (an apology and a person).
+    """
+    state = result.state or {}
+    for action in result.actions:
+        if isinstance(action, A.RequestCallback):
+            book(rt, call_sid, state, action, flow)
+        elif isinstance(action, A.CancelCallback):
+            try:
+                rt.callbacks.cancel(action.callback_id, by="the caller")
+            except CallbackError as exc:  # already being dialled: it goes ahead
+                log.warning("call %s: %s", call_sid, exc)
+    callback = state.get("callback") or {}
+    if (isinstance(event, E.TransferEnded) and callback.get("id")
+            and event.status not in ("completed", "answered")):
+        rt.callbacks.note(callback["id"], "agent_missed", event.status)
+    sync_line(rt, call_sid, old, state)
+
+
+def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flow: Any) -> str:
+    zone = next((h.timezone.key for h in getattr(flow, "hours", {}).values()), "UTC")
+    caller = state.get("caller") or {}
+    cid, created = rt.callbacks.request(
+        call_sid=call_sid, number=action.number, queue=action.queue,
+        enqueued_at=line.epoch(action.enqueued_at), flow=action.flow, origin_flow=state.get("flow"),
+        line_number=state.get("to") or "",
+        caller={k: caller.get(k) for k in ("known", "first_name", "last_name", "full_name",
+                                           "customer_id") if caller.get(k) not in (None, "")},
+        intent=state.get("intent"), vars=state.get("vars") or {}, reason_url=action.reason_url,
+        reason_seq=action.reason_seq, max_attempts=action.max_attempts, retry_after=action.retry_after,
+        expire_after=action.expire_after, calling_hours=action.calling_hours,
+        zones=window.zones_for(action.number, zone))
+    log.info("call %s: callback %s %s for %s in %s", call_sid, cid,
+             "booked" if created else "was already booked", action.number, action.queue)
+    request_dispatch(rt.redis, [action.queue])
+    ensure_sweep(rt.redis, rt.config.callback_sweep_interval)
+    return cid
+
+
+def sync_line(rt: Runtime, call_sid: str, old: dict | None, new: dict) -> None:
+    """Join the line when the call enters a queue, leave it when it stops holding a place."""
+    before, after = (old or {}).get("line"), new.get("line")
+    if before == after:
+        return
+    member = keys.live_member(call_sid)
+    if before and (not after or after.get("queue") != before.get("queue")):
+        line.leave(rt.redis, before["queue"], member)
+        if rt.redis.zcard(keys.ACTIVE):  # a callback behind may now be next (if any are waiting)
+            request_dispatch(rt.redis, [before["queue"]])
+    if after:
+        line.join(rt.redis, after["queue"], member, after["since"])
+
+
+# -- the callback call ------------------------------------------------------------------------
+
+
+def answer_leg(rt: Runtime, callback_id: str, attempt: int, form: Any) -> tuple[str, dict | None]:
+    """Twilio asks what to do with the answered callback call. Returns ("run", record) to run
+    the callback flow, "machine" to hang up on a machine, or "stale" for an attempt that is
+    not current (hang up)."""
+    record = rt.callbacks.get(callback_id)
+    if record is None or record.get("dial_attempt") != attempt or record["status"] not in LIVE:
+        return "stale", None
+    answered_by = form.get("AnsweredBy") or "unknown"
+    human = answered_by not in MACHINE
+    rt.callbacks.progress(callback_id, attempt, sid=form.get("CallSid", ""), answered_by=answered_by,
+                          human=human)
+    return ("run" if human else "machine"), rt.callbacks.get(callback_id)
+
+
+def leg_context(rt: Runtime, record: dict) -> dict:
+    """`callback.*` in the callback flow: what the caller is told and the agent needs."""
+    agent = rt.roster.agents().get(record.get("agent") or "")
+    contact = agent.contact if agent else (rt.config.fallback_number or "")
+    minutes = max(0, round((time.time() - (record.get("requested_at") or time.time())) / 60))
+    requested = ("a moment ago" if minutes < 1 else "a minute ago" if minutes == 1
+                 else f"{minutes} minutes ago")
+    return {"id": record["id"], "attempt": record.get("dial_attempt"), "queue": record["queue"],
+            "agent": record.get("agent") or "", "agent_contact": contact,
+            "reason": record.get("reason_text") or "", "reason_url": record.get("reason_url") or "",
+            "intent": record.get("intent"), "vars": record.get("vars") or {}, "requested": requested,
+            "number": record["number"], "number_spoken": spoken(record["number"], rt.config.default_region)}
+
+
+def connected(rt: Runtime, callback: dict) -> None:
+    """The agent answered (their whisper is being played): the callback is connected."""
+    if callback.get("id") and callback.get("attempt"):
+        rt.callbacks.connected(callback["id"], int(callback["attempt"]))
+
+
+def leg_status(rt: Runtime, callback_id: str, attempt: int, form: Any) -> str | None:
+    """A status callback of a callback call: note its SID early, settle the attempt at the end."""
+    sid = form.get("CallSid", "")
+    call_status = form.get("CallStatus", "")
+    record = rt.callbacks.get(callback_id)
+    if record is None or record.get("dial_attempt") != attempt:
+        return None
+    if record["status"] in LIVE and sid:
+        rt.callbacks.progress(callback_id, attempt, sid=sid)
+    if call_status not in FINAL_CALL_STATUSES:
+        return None
+    record = rt.callbacks.get(callback_id) or record
+    if record["status"] not in LIVE:
+        return None
+    return settle(rt, record, call_status)
+
+
+def fail_leg(rt: Runtime, callback_id: str, attempt: int, why: str) -> None:
+    """The callback call could not be served (our side failed): try again later."""
+    record = rt.callbacks.get(callback_id)
+    if record is not None and record["status"] in LIVE:
+        attempt_over(rt, record, attempt, why)
