@@ -1,0 +1,177 @@
+"""Shared fixtures: a real Redis, signed Twilio requests, the app on the Flask test client,
+and the real server in its own process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWS = ROOT / "flows"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TOKEN = "test-auth-token-1234567890"
+PUBLIC = "https://ivr.example.test"
+REDIS_HOST = os.environ.get("IVR_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("IVR_TEST_REDIS_PORT", "6379"))
+WEB_DB = 3  # a Redis database of its own, flushed around each web test
+
+
+def sign(url: str, params: dict) -> str:
+    return RequestValidator(TOKEN).compute_signature(url, params)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> tuple[str, int]:
+    try:
+        redis.Redis(REDIS_HOST, REDIS_PORT, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:  # the project's machines always run one
+        pytest.fail(f"tests need a real Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+    return REDIS_HOST, REDIS_PORT
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{WEB_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def flows_dir(tmp_path) -> Path:
+    """A private copy of the example flows, so a test can edit them."""
+    target = tmp_path / "flows"
+    shutil.copytree(FLOWS, target)
+    return target
+
+
+@pytest.fixture
+def make_app(tmp_path, redis_url, flows_dir):
+    from ivr import create_app
+    from ivr.config import Config
+
+    def make(**overrides):
+        values = dict(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/ivr.db",
+                      flows_dir=flows_dir, data_dir=tmp_path / "var", twilio_auth_token=TOKEN,
+                      public_url=PUBLIC, recorder=False, fallback_number="+15005550010")
+        values.update(overrides)
+        return create_app(Config(**values))
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+class Twilio:
+    """Posts signed requests the way Twilio does."""
+
+    def __init__(self, client, base: str = PUBLIC):
+        self.client = client
+        self.base = base
+
+    def post(self, path: str, signed: bool = True, **params):
+        params = {k: str(v) for k, v in params.items()}
+        headers = {"X-Twilio-Signature": sign(self.base + path, params)} if signed else {}
+        return self.client.post(path, data=params, headers=headers)
+
+
+@pytest.fixture
+def twilio(app) -> Twilio:
+    return Twilio(app.test_client())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start `ivr serve` (gunicorn) as a real process; stops it after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(env_extra: dict, workers: int = 2) -> str:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        env.update({"TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    "IVR_DATA_DIR": str(tmp_path / "var"), "IVR_FALLBACK_NUMBER": "+15005550010"})
+        env.update(env_extra)
+        log = open(tmp_path / f"server-{port}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--port", str(port),
+                                 "--workers", str(workers)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=tmp_path)
+        procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# -- callbacks (tests/test_callbacks_*.py; helpers in tests/cbutil.py) -----------------------
+
+CB_DB = 4  # the callback tests' own Redis database, flushed around each test
+
+
+@pytest.fixture
+def cb_redis_url(redis_server) -> str:
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{CB_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def cb_flows(tmp_path) -> Path:
+    """The example flows with a test agents file, in a folder of the test's own."""
+    from . import cbutil
+
+    target = tmp_path / "flows"
+    shutil.copytree(FLOWS, target)
+    (target / "agents.yaml").write_text(cbutil.AGENTS)
+    return target
+
+
+@pytest.fixture
+def standin():
+    from . import cbutil
+    from .twilio_standin import TwilioStandIn
+
+    s = TwilioStandIn(cbutil.ACCOUNT, TOKEN).start()
+    yield s
+    s.stop()

@@ -1,0 +1,135 @@
+"""Graph checks and the time-to-destination report, through the API and `ivr flows check`."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ivr.checker import destination_paths
+from ivr.cli import cli
+from ivr.loader import load_flow, load_flow_text
+
+from .conftest import FIXTURES, FLOWS
+
+MENU = """
+settings: {max_seconds_to_destination: %s}
+nodes:
+  menu:
+    ask:
+      prompt: Welcome to the long menu of a company that likes to talk a great deal before it helps.
+      choices:
+        - {key: 1, label: sales, goto: sales}
+        - {key: 2, label: billing and payments and all things related to money, goto: billing}
+        - {key: 3, label: anything else, goto: person}
+      no_input: {goto: person}
+  sales: {queue: sales, next: bye}
+  billing: {queue: billing, next: bye}
+  person: {transfer: "+15005550011", next: bye}
+  bye: {hangup: Goodbye.}
+"""
+
+
+def test_later_menu_options_cost_more_seconds():
+    flow = load_flow_text(MENU % 60, "menu.yaml")
+    paths = {d.node: d for d in destination_paths(flow)}
+    sales, billing, person = paths["sales"].keypad, paths["billing"].keypad, paths["person"].keypad
+    assert sales.seconds < billing.seconds < person.seconds
+    assert sales.route == ["press 1"] and sales.menus == 1
+    assert paths["sales"].speech is None  # no intent declared: not reachable by speech
+
+
+def test_slow_paths_warn_past_the_threshold():
+    flow = load_flow_text(MENU % 7, "menu.yaml")  # the quickest path takes 8.25 s
+    slow = [p for p in flow.problems if p.code == "slow-path"]
+    assert {p.message.split("'")[1] for p in slow} == {"sales", "billing", "person"}
+    assert all(p.severity == "warning" for p in slow)
+    assert not [p for p in load_flow_text(MENU % 60, "m.yaml").problems if p.code == "slow-path"]
+
+
+def test_speech_is_faster_than_keypad_in_the_example_flow():
+    flow = load_flow(FLOWS / "support.yaml")
+    for d in destination_paths(flow):
+        if d.node.endswith("_queue"):
+            assert d.speech.seconds <= d.keypad.seconds, d.node
+    agent = next(d for d in destination_paths(flow) if d.node == "agent_queue")
+    assert agent.keypad.route == ["press 0"]
+
+
+def test_menu_without_a_person_warns():
+    flow = load_flow_text("""
+nodes:
+  menu:
+    ask:
+      prompt: Press 1 to hear our hours.
+      choices: [{key: 1, label: hours, goto: hours}]
+      no_input: {goto: bye}
+  hours: {say: We are open nine to five., next: bye}
+  bye: {hangup: Goodbye.}
+""", "x.yaml")
+    assert any(p.code == "no-person" and p.line == 3 for p in flow.problems)
+
+
+def test_loop_that_can_exit_is_allowed_but_spinning_loop_warns():
+    flow = load_flow_text("""
+nodes:
+  a: {say: One., next: b}
+  b:
+    branch: [{if: "vars.x == 1", goto: a}]
+    else: bye
+  bye: {hangup: Bye.}
+""", "x.yaml")
+    assert any(p.code == "busy-loop" for p in flow.problems)
+
+
+def test_check_command_exit_codes_and_report():
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["flows", "check", str(FLOWS / "support.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "billing_queue" in ok.output and "by keypad: 9 s, 1 menu (press 1)" in ok.output
+    bad = runner.invoke(cli, ["flows", "check", str(FIXTURES / "flows" / "bad" / "unknown_key.yaml")])
+    assert bad.exit_code == 1
+    assert "unknown_key.yaml:5:5: error: unknown key 'nxt'" in bad.output
+    warn_only = runner.invoke(cli, ["flows", "check", str(FIXTURES / "flows" / "good")])
+    assert warn_only.exit_code == 0, warn_only.output
+
+
+def test_check_command_json():
+    result = CliRunner().invoke(cli, ["flows", "check", "--json", str(FIXTURES / "flows" / "bad")])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["ok"] is False and data["errors"] >= len(list((FIXTURES / "flows" / "bad").glob("*.yaml")))
+    first = data["files"][0]["problems"][0]
+    assert {"file", "line", "column", "severity", "message"} <= set(first)
+
+
+def test_numbers_claimed_twice_is_an_error(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(f"id: {name}\nnumbers: ['+1 415 555 0199']\n"
+                                               "nodes:\n  x: {hangup: Bye.}\n")
+    result = CliRunner().invoke(cli, ["flows", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "+14155550199 is already answered by flow 'a'" in result.output
+
+
+def test_diagrams_show_every_edge():
+    runner = CliRunner()
+    mer = runner.invoke(cli, ["flows", "diagram", str(FLOWS / "support.yaml")])
+    assert mer.exit_code == 0
+    assert mer.output.startswith("flowchart TD")
+    assert 'main_menu -->|"press 1 / say billing"| billing_queue' in mer.output
+    assert 'check_hours -->|"open support"| greet' in mer.output
+    dot = runner.invoke(cli, ["flows", "diagram", "--format", "dot", str(FLOWS / "support.yaml")])
+    assert dot.output.startswith('digraph "support"')
+    assert '"main_menu" -> "agent_queue" [label="no input"];' in dot.output
+
+
+def test_check_refuses_a_broken_directory_and_duplicate_ids(tmp_path):
+    (tmp_path / "people.csv").write_text("phone,name\n+14155550100,Ada\n")
+    (tmp_path / "a.yaml").write_text("id: same\ndirectory: people.csv\nnodes:\n  x: {hangup: Bye.}\n")
+    (tmp_path / "b.yaml").write_text("id: same\nnodes:\n  x: {hangup: Bye.}\n")
+    result = CliRunner().invoke(cli, ["flows", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "a.yaml:2:12: error: caller directory:" in result.output
+    assert "missing required column 'first_name'" in result.output
+    assert "flow id 'same' is already used by" in result.output

@@ -1,0 +1,105 @@
+"""Operators' flow tests (`ivr flows test`) and the terminal simulator (`ivr simulate`)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from ivr.cli import cli
+from ivr.scenarios import run_file
+
+from .conftest import FLOWS
+
+
+def test_the_example_flow_passes_its_own_tests():
+    result = CliRunner().invoke(cli, ["flows", "test", str(FLOWS / "tests")])
+    assert result.exit_code == 0, result.output
+    assert "0 failed" in result.output and "PASS" in result.output
+
+
+def write(tmp_path, body: str):
+    path = tmp_path / "flows" / "tests" / "x.test.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "flows" / "support.yaml").write_text((FLOWS / "support.yaml").read_text())
+    (tmp_path / "flows" / "customers.csv").write_text((FLOWS / "customers.csv").read_text())
+    path.write_text(body)
+    return path
+
+
+def test_a_failing_expectation_names_the_line_and_what_was_heard(tmp_path):
+    path = write(tmp_path, """flow: support
+at: 2026-11-24T15:00:00Z
+tests:
+  - name: wrong route
+    from: "+14155550100"
+    steps:
+      - press: 2
+      - at: billing_queue
+""")
+    res = run_file(path)
+    assert not res.ok and len(res.failed) == 1
+    failure = res.failed[0]
+    assert failure.line == 8 and failure.test == "wrong route"
+    assert "expected the call to be at 'billing_queue', but it is at 'orders_queue'" in failure.message
+    out = CliRunner().invoke(cli, ["flows", "test", str(path)])
+    assert out.exit_code == 1 and f"FAIL {path}:8: wrong route" in out.output
+
+
+def test_a_misspelt_step_is_a_file_error_with_a_suggestion(tmp_path):
+    path = write(tmp_path, """flow: support
+tests:
+  - name: typo
+    steps:
+      - pres: 1
+""")
+    res = run_file(path)
+    assert not res.ok
+    assert "unknown step 'pres' (did you mean 'press'?)" in str(res.problems[0])
+    assert res.problems[0].line == 5
+
+
+def test_hears_reports_what_the_caller_actually_heard(tmp_path):
+    path = write(tmp_path, """flow: support
+at: 2026-11-24T15:00:00Z
+tests:
+  - name: greeting
+    from: Anonymous
+    steps:
+      - hears: Hi Ada
+""")
+    failure = run_file(path).failed[0]
+    assert "expected to hear 'Hi Ada', but heard: \"Thanks for calling Northwind Fibre." in failure.message
+
+
+def test_simulator_reads_a_script_from_stdin():
+    script = "\n".join(["", "I want to cancel my service"]) + "\n"
+    proc = subprocess.run([sys.executable, "-m", "ivr.cli", "simulate", str(FLOWS / "support.yaml"),
+                           "--from", "+14155550100", "--at", "2026-11-24T15:00:00Z"],
+                          input=script, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Call from +14155550100 (known caller Ada Lovelace)" in out
+    assert "IVR: Hi Ada, thanks for calling Northwind Fibre." in out
+    assert "IVR: Sorry, I didn't hear anything." in out
+    assert "[the caller waits in queue 'retention' for the next agent]" in out
+    assert "Path: check_hours -> greet -> greet_known -> main_menu -> retention_queue" in out
+
+
+def test_simulated_voicemail_after_hours():
+    from datetime import UTC, datetime
+
+    from ivr.loader import load_flow
+    from ivr.simulate import SimulatedCall, default_matcher, directory_for, interactive
+
+    flow = load_flow(FLOWS / "support.yaml")
+    call = SimulatedCall(flow, "+14155550101", now=datetime(2026, 11, 29, 12, tzinfo=UTC),
+                         directory=directory_for(flow), match=default_matcher())
+    out = io.StringIO()
+    interactive(call, io.StringIO("Hi it's Grace, please call me back\n"), out)
+    text = out.getvalue()
+    assert "Thanks for calling Northwind Fibre, Grace." in text  # Sunday: closed
+    assert "We open again tomorrow at 8 AM." in text
+    assert "[recording a message" in text and "IVR: Thank you. Goodbye." in text

@@ -1,0 +1,254 @@
+"""The Twilio webhooks on the Flask test client, with a real Redis and a real SQLite store."""
+
+from __future__ import annotations
+
+import logging
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import redis
+
+from ivr.recorder import STREAM
+from ivr.store import Store
+
+from .conftest import PUBLIC, Twilio, free_port, sign
+
+CALLER = {"From": "+14155550100", "To": "+15005550006"}
+ENDPOINTS = ["/voice", "/voice/gather?s=1", "/voice/queue/wait?s=1", "/voice/queue/left?s=1",
+             "/voice/dial?s=1", "/voice/record?s=1", "/voice/whisper?call=CA1", "/voice/status",
+             "/voice/fallback", "/voice/fallback/done"]
+
+
+def parse(response) -> ET.Element:
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "text/xml"
+    root = ET.fromstring(response.data)
+    assert root.tag == "Response"
+    return root
+
+
+def said(root: ET.Element) -> str:
+    return " ".join(e.text or "" for e in root.iter("Say"))
+
+
+@pytest.fixture(autouse=True)
+def _open_hours(monkeypatch):
+    # The example line is open on weekdays in New York; pin the clock inside opening hours.
+    from datetime import UTC, datetime
+
+    import ivr.services
+
+    monkeypatch.setattr(ivr.services, "clock", lambda: datetime(2026, 11, 24, 15, 0, tzinfo=UTC))
+
+
+def flush(app) -> Store:
+    svc = app.extensions["ivr"]
+    svc.migrate()
+    svc.recorder().flush()
+    return svc.store
+
+
+def test_a_call_end_to_end(app, twilio):
+    root = parse(twilio.post("/voice", CallSid="CA100", **CALLER))
+    assert said(root).startswith("Hi Ada, thanks for calling Northwind Fibre.")
+    gather = root.find("Gather")
+    assert gather.get("action") == "/voice/gather?s=1"
+    assert gather.get("input") == "dtmf speech" and gather.get("actionOnEmptyResult") == "true"
+    assert "billing" in gather.get("hints")
+
+    root = parse(twilio.post("/voice/gather?s=1", CallSid="CA100", SpeechResult="I was charged twice",
+                             Confidence="0.91"))
+    enqueue = root.find("Enqueue")
+    assert enqueue.text == "billing"
+    assert enqueue.get("waitUrl") == "/voice/queue/wait?s=2"
+
+    wait = parse(twilio.post("/voice/queue/wait?s=2", CallSid="CA100", QueuePosition="2",
+                             QueueTime="15", AvgQueueTime="60", CurrentQueueSize="3"))
+    assert said(wait).startswith("You are number 2 in line.")
+    assert wait.find(".//Play") is not None  # never silence while waiting (inside a callback offer)
+
+    assert twilio.post("/voice/queue/left?s=2", CallSid="CA100", QueueResult="bridged",
+                       QueueTime="40").status_code == 200
+    assert twilio.post("/voice/status", CallSid="CA100", CallStatus="completed",
+                       CallDuration="240").status_code == 204
+
+    store = flush(app)
+    call = store.call("CA100")
+    assert call["from_number"] == "+14155550100" and call["caller_known"] is True
+    assert call["customer_id"] == "C-1001" and call["flow"] == "support"
+    assert call["duration_s"] == 240 and call["status"] == "completed"
+    assert call["outcome"] == "queued" and call["last_node"] == "billing_queue"
+    steps = store.steps("CA100")
+    assert [s["seq"] for s in steps] == list(range(1, len(steps) + 1))
+    speech = next(s for s in steps if s["event"] == "speech")
+    assert speech["speech"] == "I was charged twice" and speech["confidence"] == pytest.approx(0.91)
+    assert speech["intent"] == "billing" and speech["node"] == "main_menu"
+    assert [s["event"] for s in steps if s["node"] == "billing_queue"] == [
+        "enter", "queue_wait", "queue_left", "hangup"]
+
+
+def test_anonymous_caller_is_unknown_not_an_error(app, twilio):
+    root = parse(twilio.post("/voice", CallSid="CA101", From="Anonymous", To="+15005550006"))
+    assert said(root).startswith("Thanks for calling Northwind Fibre.")
+    root = parse(twilio.post("/voice", CallSid="CA102", From="+266696687", To="+15005550006"))
+    assert "Hi " not in said(root)
+    assert flush(app).call("CA101")["from_number"] is None
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_every_endpoint_rejects_unsigned_requests(twilio, path):
+    assert twilio.post(path, signed=False, CallSid="CA1", **CALLER).status_code == 403
+    bad = twilio.client.post(path, data={"CallSid": "CA1"}, headers={"X-Twilio-Signature": "Zm9v"})
+    assert bad.status_code == 403
+
+
+def test_signature_over_tampered_params_is_rejected(twilio):
+    params = {"CallSid": "CA1", **CALLER}
+    signature = sign(PUBLIC + "/voice", params)
+    response = twilio.client.post("/voice", data={**params, "From": "+19995550000"},
+                                  headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+
+
+def test_behind_a_proxy_the_url_is_rebuilt_from_forwarded_headers(make_app):
+    app = make_app(public_url="")
+    client = app.test_client()
+    params = {"CallSid": "CA103", **CALLER}
+    signature = sign("https://support.example.org/voice", params)
+    headers = {"X-Twilio-Signature": signature, "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "support.example.org"}
+    assert client.post("/voice", data=params, headers=headers).status_code == 200
+    # the same request without the proxy's headers looks like http://localhost: rejected
+    assert client.post("/voice", data=params,
+                       headers={"X-Twilio-Signature": signature}).status_code == 403
+
+
+def test_validation_off_is_explicit_and_warns(make_app, caplog):
+    with caplog.at_level(logging.WARNING, logger="ivr"):
+        app = make_app(validate_signatures=False)
+    assert "signature validation is OFF" in caplog.text
+    response = app.test_client().post("/voice", data={"CallSid": "CA104", **CALLER})
+    assert response.status_code == 200
+
+
+def test_retried_webhook_gets_the_same_answer_and_runs_once(app, twilio):
+    first = twilio.post("/voice", CallSid="CA105", **CALLER)
+    again = twilio.post("/voice", CallSid="CA105", **CALLER)
+    assert again.data == first.data
+    step = twilio.post("/voice/gather?s=1", CallSid="CA105", Digits="3")
+    retry = twilio.post("/voice/gather?s=1", CallSid="CA105", Digits="3")
+    assert retry.data == step.data and b"<Enqueue" in retry.data
+    steps = flush(app).steps("CA105")
+    assert [s["event"] for s in steps].count("digits") == 1
+    assert [s["node"] for s in steps].count("main_menu") == 2  # entered once, answered once
+
+
+def test_redis_down_the_caller_hears_an_apology_and_a_person(make_app):
+    port = free_port()  # nothing listens here
+    app = make_app(redis_url=f"redis://127.0.0.1:{port}/0")
+    client = Twilio(app.test_client())
+    root = parse(client.post("/voice", CallSid="CA106", **CALLER))
+    assert "we're having technical difficulties" in said(root)
+    assert root.find("Dial").text == "+15005550010"
+    root = parse(client.post("/voice/gather?s=1", CallSid="CA106", Digits="1"))
+    assert root.find("Dial") is not None
+    assert app.test_client().get("/healthz").status_code == 503
+
+
+def test_without_fallback_number_the_apology_offers_voicemail(make_app):
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0", fallback_number="")
+    root = parse(Twilio(app.test_client()).post("/voice", CallSid="CA107", **CALLER))
+    assert root.find("Record") is not None and "leave a message" in said(root)
+
+
+def test_database_down_calls_go_on_and_the_log_waits_in_redis(make_app, redis_url, tmp_path):
+    app = make_app(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+    client = Twilio(app.test_client())
+    parse(client.post("/voice", CallSid="CA108", **CALLER))
+    parse(client.post("/voice/gather?s=1", CallSid="CA108", Digits="2"))
+    r = redis.Redis.from_url(redis_url)
+    assert r.xlen(STREAM) >= 6  # call_started + steps, waiting for the database
+    from ivr.recorder import Recorder
+
+    store = Store(f"sqlite:///{tmp_path}/recovered.db")
+    store.migrate()
+    assert Recorder(r, store).flush() >= 6
+    assert store.call("CA108")["flow"] == "support"
+    assert r.xlen(STREAM) == 0
+
+
+def test_status_callback_for_an_unknown_call_is_still_recorded(app, twilio):
+    assert twilio.post("/voice/status", CallSid="CA109", CallStatus="no-answer").status_code == 204
+    assert twilio.post("/voice/status", CallSid="CA109", CallStatus="ringing").status_code == 204
+    assert flush(app).call("CA109")["status"] == "no-answer"
+
+
+def test_whisper_tells_the_agent_who_calls_and_why(app, twilio, flows_dir):
+    flow = flows_dir / "support.yaml"
+    flow.write_text(flow.read_text().replace(
+        "    queue:\n      name: billing\n      say: \"Connecting you to our billing team.\"",
+        "    transfer:\n      to: \"+15005550012\"\n      say: \"Connecting you to our billing team.\""
+    ).replace("      wait_say: \"Thanks for waiting. Your call matters to us, and a billing specialist "
+              "will be with you shortly.\"\n      announce_wait: true\n      callback:\n"
+              "        offer_after: 120           # offer when the estimated wait is over 2 minutes\n",
+              ""))
+    app.extensions["ivr"].registry.reload()
+    parse(twilio.post("/voice", CallSid="CA110", **CALLER))
+    root = parse(twilio.post("/voice/gather?s=1", CallSid="CA110", Digits="1"))
+    number = root.find("Dial/Number")
+    assert number.text == "+15005550012" and number.get("url") == "/voice/whisper?call=CA110&s=2"
+    whisper = parse(twilio.post("/voice/whisper?call=CA110&s=2", CallSid="CA999"))
+    assert said(whisper) == "Call from Ada Lovelace, customer C - 1 0 0 1. Calling about billing."
+    done = parse(twilio.post("/voice/dial?s=2", CallSid="CA110", DialCallStatus="completed",
+                             DialCallDuration="300"))
+    assert done.find("Hangup") is not None
+    twilio.post("/voice/status", CallSid="CA110", CallStatus="completed", CallDuration="320")
+    assert flush(app).call("CA110")["outcome"] == "transferred"
+
+
+def test_changed_flow_is_reloaded_and_a_broken_one_never_replaces_it(app, twilio, flows_dir, caplog):
+    registry = app.extensions["ivr"].registry
+    registry.interval = 0
+    flow = flows_dir / "support.yaml"
+    original = flow.read_text()
+    flow.write_text(original.replace("Thanks for calling Northwind Fibre.\"",
+                                     "Welcome to the new Northwind Fibre line.\""))
+    time.sleep(0.01)
+    root = parse(twilio.post("/voice", CallSid="CA111", From="Anonymous", To="+15005550006"))
+    assert said(root).startswith("Welcome to the new Northwind Fibre line.")
+    with caplog.at_level(logging.ERROR, logger="ivr.flows"):
+        flow.write_text(original.replace("next: main_menu", "next: main_manu", 1))
+        time.sleep(0.01)
+        root = parse(twilio.post("/voice", CallSid="CA112", From="Anonymous", To="+15005550006"))
+    assert said(root).startswith("Welcome to the new Northwind Fibre line.")  # last good version
+    assert "failed its check and was NOT loaded" in caplog.text
+    assert "there is no node 'main_manu' (did you mean 'main_menu'?)" in caplog.text
+
+
+def test_fallback_url_apologises_and_transfers(twilio):
+    root = parse(twilio.post("/voice/fallback", CallSid="CA113", ErrorCode="11200",
+                             ErrorUrl="https://ivr.example.test/voice"))
+    assert root.find("Dial").text == "+15005550010"
+
+
+def test_missing_call_sid_is_a_clear_400(twilio):
+    response = twilio.post("/voice", From="+14155550100")
+    assert response.status_code == 400 and b"missing its call id" in response.data
+
+
+def test_live_state_is_small_and_expires(app, twilio, redis_url):
+    parse(twilio.post("/voice", CallSid="CA114", **CALLER))
+    r = redis.Redis.from_url(redis_url)
+    assert r.memory_usage("ivr:call:CA114") <= 4096
+    assert 0 < r.ttl("ivr:call:CA114") <= app.config["IVR"].state_ttl
+
+
+def test_fail_safe_uses_the_flow_fallback_number(make_app, redis_url):
+    app = make_app(fallback_number="")
+    client = Twilio(app.test_client())
+    parse(client.post("/voice", CallSid="CA115", **CALLER))
+    # the live state is corrupted mid-call: the flow's own fallback number takes the caller
+    redis.Redis.from_url(redis_url).hset("ivr:call:CA115", "state", '{"flow": "support"}')
+    root = parse(client.post("/voice/gather?s=1", CallSid="CA115", Digits="1"))
+    assert root.find("Dial").text == "+15005550010"
