@@ -7,7 +7,9 @@ import redis
 
 from ivr.bench import WEBHOOKS, run_webhooks
 
-REDIS_URL = os.environ.get("IVR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+from .conftest import REDIS_HOST, REDIS_PORT
+
+REDIS_URL = os.environ.get("IVR_BENCH_REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/7")
 
 
 @pytest.fixture

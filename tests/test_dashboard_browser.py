@@ -18,7 +18,7 @@ from ivr.registry import FlowRegistry
 from ivr.services import Matchers
 from ivr.store import Store
 
-from .conftest import FLOWS
+from .conftest import FLOWS, REDIS_HOST, REDIS_PORT
 
 CHROMIUM = os.environ.get("IVR_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -60,9 +60,9 @@ def server(start_server, tmp_path):
                   calls_per_day=60, seed=7).run()
     users.add(store, "sam", PASSWORD)
     store.close()
-    r = redis.Redis("127.0.0.1", 6379, db=REDIS_DB)
+    r = redis.Redis(REDIS_HOST, REDIS_PORT, db=REDIS_DB)
     r.flushdb()
-    url = start_server({"REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}", "DATABASE_URL": f"sqlite:///{db}",
+    url = start_server({"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}", "DATABASE_URL": f"sqlite:///{db}",
                         "IVR_FLOWS_DIR": str(flows), "IVR_DISPLAY_TIMEZONE": "America/New_York"}, workers=1)
     yield url
     r.flushdb()

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from ivr.recorder import Recorder, append
 from ivr.store import Store, database_url
 
+from .conftest import REDIS_HOST, REDIS_PORT
+
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1"
 T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -20,7 +22,7 @@ T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 
 @pytest.fixture
 def r():
-    client = redis.Redis(host="127.0.0.1", port=6379)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
     yield client
     client.close()
 
@@ -203,7 +205,7 @@ def test_stream_lost_with_redis_restart_is_recreated(r, stream, store):
 
 
 def test_decoded_responses_client(stream, store):
-    client = redis.Redis(host="127.0.0.1", port=6379, decode_responses=True)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
     append(client, call_records("CA1"), stream=stream)
     assert Recorder(client, store, stream=stream).flush() == 4
     client.close()

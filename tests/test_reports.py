@@ -19,6 +19,7 @@ from ivr import reports, retention
 from ivr.recorder import Recorder, append
 from ivr.store import Store, call_metrics, calls, steps
 
+from .conftest import REDIS_HOST, REDIS_PORT
 from .reportutil import drive, empty_store, scenario
 
 NY = "America/New_York"
@@ -155,7 +156,7 @@ def test_rebuild_recomputes_every_call(any_store):
 
 def test_the_recorder_path_writes_the_measures(tmp_path):
     """Records go through a real Redis stream and the recorder, as on the server."""
-    client = redis.Redis("127.0.0.1", 6379, db=6)
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=6)
     stream = f"test:{uuid.uuid4().hex}:log"
     store = Store(f"sqlite:///{tmp_path}/ivr.db")
     store.migrate()
