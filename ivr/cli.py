@@ -116,9 +116,10 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
                 })
         except FlowError as exc:
             problems = exc.problems
-            entry["ok"] = False
         entry["problems"] = problems
-        errors += sum(1 for p in problems if p.severity == "error")
+        n_err = sum(1 for p in problems if p.severity == "error")
+        entry["ok"] = n_err == 0
+        errors += n_err
         report.append(entry)
     cross = _cross_flow_problems(loaded)
     errors += sum(1 for p in cross if p.severity == "error")
@@ -361,6 +362,31 @@ def recorder(once: bool) -> None:
         rec.run(stop)
     except KeyboardInterrupt:
         stop.set()
+
+
+@cli.group()
+def recordings() -> None:
+    """Callers' recorded messages."""
+
+
+@recordings.command("retry")
+def recordings_retry() -> None:
+    """Queue again every recording in the log that no worker has stored and transcribed yet
+    (Redis was down when it arrived, or Twilio would not serve it). `ivr worker` does the work."""
+    from .recordings import enqueue
+    from .store import Store
+    from .worker import redis_for
+
+    cfg = _config()
+    if not cfg.database_url:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.effective_database_url)
+    store.migrate()
+    waiting = store.unprocessed_recordings()
+    connection = redis_for(cfg)
+    for r in waiting:
+        enqueue(connection, r["call_sid"], r["seq"], r["url"], r["flow"] or cfg.default_flow, r["duration_s"])
+    click.echo(f"queued {len(waiting)} recording{'s' if len(waiting) != 1 else ''} for `ivr worker`")
 
 
 def _safe_url(url: str) -> str:

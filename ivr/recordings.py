@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import requests
@@ -71,14 +70,32 @@ def download(config: Config, url: str, dest: Path) -> Path:
     return dest
 
 
-@lru_cache(maxsize=1)
-def _worker_services():
-    # One per worker process: flows, models and matchers are loaded once, not per job.
+_services = None
+
+
+def warm(config: Config) -> None:
+    """Load flows, the intent model and the vosk models once in the worker, before rq forks a
+    work horse per job: each job then starts with them in memory instead of loading them."""
+    global _services
     from .services import Services
 
-    svc = Services(Config.from_env())
+    svc = Services(config)
     svc.migrate()
-    return svc
+    for language in sorted({f.language for f in svc.registry.flows.values()}):
+        if svc.vosk_models.is_available(language):
+            svc.vosk_models.get(language)
+    svc.store.close()  # database connections must not cross the fork: each job opens its own
+    _services = svc
+
+
+def _worker_services():
+    global _services
+    if _services is None:  # a job run outside `ivr worker` (rq's own CLI, tests)
+        from .services import Services
+
+        _services = Services(Config.from_env())
+        _services.migrate()
+    return _services
 
 
 def process_recording(call_sid: str, seq: int, url: str, flow_id: str,

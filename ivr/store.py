@@ -556,6 +556,15 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def unprocessed_recordings(self) -> list[dict]:
+        """Recordings in the log that no worker has stored yet, oldest first, with their flow."""
+        query = (sa.select(recordings.c.call_sid, recordings.c.seq, recordings.c.url,
+                           recordings.c.duration_s, calls.c.flow)
+                 .select_from(recordings.outerjoin(calls, calls.c.call_sid == recordings.c.call_sid))
+                 .where(recordings.c.path.is_(None)).order_by(recordings.c.created_at, recordings.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def recordings(self, call_sid: str) -> list[dict]:
         """The call's recordings in step order."""
         query = sa.select(recordings).where(recordings.c.call_sid == call_sid).order_by(recordings.c.seq)

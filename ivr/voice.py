@@ -126,8 +126,9 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
             if answer:
                 step = last_step + 1
                 live = None
-                if svc.vosk_available(svc.registry.get(result.state.get("flow")) or flow):
-                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", flow.language)
+                current = svc.registry.get(result.state.get("flow")) or flow  # after a goto_flow
+                if svc.vosk_available(current):
+                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", current.language)
                 previous = twiml.stream_name(last_step)
                 stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
                 body = twiml.render(result.actions, step, sid, live, stop)
@@ -166,7 +167,7 @@ def _process_later(svc: Services, sid: str, event: E.RecordingDone, records: lis
     seq = next((r["seq"] for r in records if r["type"] == "recording"), 0)
     try:
         enqueue(svc.redis, sid, seq, event.url, flow.id, event.duration)
-    except Exception:  # the URL is in the step log; `ivr recordings process` can catch up
+    except Exception:  # the URL is in the step log; `ivr recordings retry` queues it again
         log.exception("call %s: could not queue recording %s for transcription", sid, event.url)
 
 

@@ -25,6 +25,10 @@ def run(config: Config, queues: list[str] | None = None, burst: bool = False,
         name: str | None = None) -> bool:
     """Work until stopped (or, with burst, until nothing is due). Returns rq's result."""
     connection = redis_for(config)
+    if "recordings" in (queues or QUEUES):
+        from .recordings import warm as warm_recordings
+
+        warm_recordings(config)
     if "callbacks" in (queues or QUEUES):
         from callbacks.dispatch import warm
 

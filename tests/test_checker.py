@@ -133,3 +133,4 @@ def test_check_refuses_a_broken_directory_and_duplicate_ids(tmp_path):
     assert "a.yaml:2:12: error: caller directory:" in result.output
     assert "missing required column 'first_name'" in result.output
     assert "flow id 'same' is already used by" in result.output
+    assert "a.yaml: FAILED (1 error" in result.output and "b.yaml: FAILED (1 error" in result.output

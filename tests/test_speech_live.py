@@ -13,10 +13,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 import requests
 from simple_websocket import Client, ConnectionClosed
 
@@ -164,14 +166,24 @@ def test_voicemail_is_downloaded_transcribed_and_routed_by_a_worker(start_server
     done = post(base, "/voice/record?s=1", CallSid=sid, RecordingUrl=url, RecordingDuration="2")
     assert "감사합니다." in done.text
 
+    # The queued job is lost (say Redis was flushed): the step log still holds the recording,
+    # and `ivr recordings retry` queues it again.
+    redis.Redis.from_url(live_env["REDIS_URL"]).delete("rq:queue:recordings")
+    store = Store(live_env["DATABASE_URL"])
+    for _ in range(100):
+        if store.recordings(sid):
+            break
+        time.sleep(0.05)
     env = {**os.environ, **live_env, "TWILIO_AUTH_TOKEN": TOKEN}
+    retry = subprocess.run([sys.executable, "-m", "ivr.cli", "recordings", "retry"], env=env,
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert retry.returncode == 0 and "queued 1 recording for" in retry.stdout, retry.stderr[-2000:]
     worker = subprocess.run([sys.executable, "-m", "ivr.cli", "worker", "--burst"], env=env,
                             capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert worker.returncode == 0, worker.stderr[-2000:]
     download = standin.wait_for(lambda r: r.path.endswith(f"RE{'1' * 32}.wav"), timeout=1)
     assert download is not None and download.auth == (ACCOUNT, TOKEN), worker.stderr[-3000:]
 
-    store = Store(live_env["DATABASE_URL"])
     (recording,) = store.recordings(sid)
     assert recording["url"] == url
     kept = tmp_path / "recordings" / sid / f"{recording['seq']}.wav"
