@@ -137,16 +137,24 @@ class Services:
         """Whether `speech: vosk` can work for this flow; says loudly, once, when it cannot."""
         if flow.settings.speech != "vosk":
             return False
-        if self.vosk_models.is_available(flow.language):
-            return True
-        if flow.language not in self._vosk_missing:
-            self._vosk_missing.add(flow.language)
-            from speech.models import how_to_get_model
+        if not self.vosk_models.is_available(flow.language):
+            if flow.language not in self._vosk_missing:
+                self._vosk_missing.add(flow.language)
+                from speech.models import how_to_get_model
 
-            log.error("flow '%s' asks for offline speech (speech: vosk) but no vosk model for %s "
-                      "is installed; using Twilio's speech recognition instead. %s", flow.id,
-                      flow.language, how_to_get_model(flow.language))
-        return False
+                log.error("flow '%s' asks for offline speech (speech: vosk) but no vosk model for %s "
+                          "is installed; using Twilio's speech recognition instead. %s", flow.id,
+                          flow.language, how_to_get_model(flow.language))
+            return False
+        if not (self.config.twilio_account_sid and self.config.twilio_auth_token):
+            # A recognised answer moves the call on through Twilio's REST API: no account, no way.
+            if "account" not in self._vosk_missing:
+                self._vosk_missing.add("account")
+                log.error("flow '%s' asks for offline speech (speech: vosk) but TWILIO_ACCOUNT_SID "
+                          "and TWILIO_AUTH_TOKEN are not both set, so a recognised answer could not "
+                          "move the call on; using Twilio's speech recognition instead", flow.id)
+            return False
+        return True
 
     def twilio(self):
         """The Twilio REST client (TWILIO_API_BASE_URL points it at a stand-in)."""

@@ -199,6 +199,19 @@ def test_recordings_cannot_be_written_outside_their_folder(tmp_path):
             recording_path(tmp_path, bad, 1)
 
 
+def test_live_speech_without_a_twilio_account_falls_back_to_twilio_speech(make_app, flows_dir, caplog):
+    (flows_dir / "korean.yaml").write_text(FLOW)
+    with caplog.at_level(logging.ERROR, logger="ivr"):
+        app = make_app(twilio_account_sid="")
+    assert "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not both set" in caplog.text
+    params = {"CallSid": "CA8", "From": "+14155550100", "To": "+15005550020"}
+    signature = sign("https://ivr.example.test/voice", params)
+    response = app.test_client().post("/voice", data=params, headers={"X-Twilio-Signature": signature})
+    root = ET.fromstring(response.data)
+    assert root.find("Start") is None  # no media stream nobody could act on
+    assert root.find("Gather").get("input") == "dtmf speech"
+
+
 def test_a_flow_without_a_model_falls_back_to_twilio_speech(make_app, flows_dir, caplog):
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace("language: en-US", "language: xx-XX").replace(
