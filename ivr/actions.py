@@ -76,6 +76,7 @@ class OfferCallback:
     key: str = "1"
     phrases: tuple[str, ...] = ()
     language: str | None = None
+    input: tuple[str, ...] = ("dtmf", "speech")  # the flow's `speech: off` leaves only the keypad
 
 
 @dataclass(frozen=True)

@@ -599,7 +599,7 @@ class _Run:
                 prompts.append(A.Play(node.wait_play))
             self.actions += said
             self.actions.append(A.OfferCallback(tuple(prompts), offer.key, offer.phrases,
-                                                self.flow.language))
+                                                self.flow.language, self.yes_no_inputs()))
             said += prompts
         else:
             if node.wait_play:

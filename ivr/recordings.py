@@ -80,6 +80,7 @@ def warm(config: Config) -> None:
     from .services import Services
 
     svc = Services(config)
+    svc.warmup.join()  # a fork while the intent model loads in a thread would crash the worker
     svc.migrate()
     for language in sorted({f.language for f in svc.registry.flows.values()}):
         if svc.vosk_models.is_available(language):

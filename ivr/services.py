@@ -106,7 +106,7 @@ class Services:
         self.registry = registry or FlowRegistry(config.flows_dir, config.default_flow,
                                                  config.default_region)
         self.matchers = Matchers()
-        self.matchers.warm(list(self.registry.flows.values()))
+        self.warmup = self.matchers.warm(list(self.registry.flows.values()))
         self._store = None
         self._twilio = None
         self._callbacks = None

@@ -156,9 +156,13 @@ def _wait_music(actions: tuple, hold_music_url: str | None, step: int) -> str:
             kwargs: dict = {}
             if a.language:
                 kwargs["language"] = a.language
-            if a.phrases:
-                kwargs["hints"] = ", ".join(a.phrases)
-            g = r.gather(input="dtmf speech", num_digits=1, timeout=1, speech_timeout="auto",
+            if "speech" in a.input:
+                # Twilio hears this offer even in `speech: vosk` flows: live recognition only
+                # moves callers on from menus, not out of a queue's wait music.
+                kwargs["speech_timeout"] = "auto"
+                if a.phrases:
+                    kwargs["hints"] = ", ".join(a.phrases)
+            g = r.gather(input=" ".join(a.input), num_digits=1, timeout=1,
                          action=url("/voice/queue/offer", s=step), method="POST", **kwargs)
             for p in a.prompts:
                 _sound(g, p)

@@ -84,6 +84,20 @@ def test_offer_on_each_wait_cycle_names_the_key_and_listens_for_words(support):
     assert detail["callback_offered"] is True and detail["estimated_wait"] == 720
 
 
+def test_a_keypad_only_flow_offers_the_callback_on_the_keypad_only(support):
+    from ivr.twiml import wait_music
+
+    text = (FLOWS / "support.yaml").read_text().replace("  escape: agent_queue ", "  speech: off\n  escape: agent_queue ")
+    call = Call(load_flow_text(text, "support.yaml"), ADA, wait=720)
+    to_queue(call)
+    offer = call.send(E.QueueWait(2, 20, 60, 2)).actions[-1]
+    assert isinstance(offer, A.OfferCallback) and offer.input == ("dtmf",)
+    assert 'input="dtmf"' in wait_music([offer], None, 2) and "hints" not in wait_music([offer], None, 2)
+    spoken = Call(support, ADA, wait=720)
+    to_queue(spoken)
+    assert 'input="dtmf speech"' in wait_music([spoken.send(E.QueueWait(2, 20, 60, 2)).actions[-1]], None, 2)
+
+
 def test_no_offer_when_the_wait_is_short_but_always_when_nobody_is_free(support):
     short = Call(support, ADA, wait=60)
     to_queue(short)
