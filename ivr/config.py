@@ -45,7 +45,7 @@ class Config:
     default_region: str = "US"  # for numbers written without a country code
     state_ttl: int = 4 * 3600  # seconds live call state is kept in Redis
     hold_music_url: str = DEFAULT_HOLD_MUSIC
-    recorder: bool = True  # drain the step log into SQL from a thread in each web process
+    recorder: bool = True  # drain the step log into SQL from a thread (one web process per host, by lease)
     log_level: str = "INFO"
     # Callbacks (callbacks/): agents, the agents' HTTP API and the dialling workers.
     agents_file: str = ""  # empty: <flows_dir>/agents.yaml

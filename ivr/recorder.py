@@ -1,8 +1,9 @@
 """Drain the Redis log stream into the SQL step log.
 
-Web processes never write SQL on the webhook path: they `append` log records to a Redis
-stream in the same MULTI/EXEC as the call state. Every web process runs a `Recorder`
-thread; together they are one consumer group, so each entry is taken by one of them. An
+Web processes never write SQL on the webhook path: the script that saves a call's state
+adds its log records to a Redis stream atomically with it (ivr/state.py). On each host the web
+process holding a Redis lease runs the `Recorder` thread (ivr/services.py); recorders on several
+hosts, or `ivr recorder`, form one consumer group, so each entry is taken by one of them. An
 entry is acknowledged and deleted only after its batch is committed, so while the
 database is down entries wait in Redis; entries a dead process read but never
 acknowledged are claimed by another after `claim_idle_ms`. Store writes are idempotent,
@@ -56,8 +57,9 @@ def encode(record: dict) -> str:
 def append(pipe_or_redis: Any, records: list[dict], stream: str = STREAM) -> None:
     """Add log records to the stream, one entry each (field ``r``, JSON).
 
-    Pass the MULTI pipeline that writes the call state, so the state and its log
-    records are stored together or not at all. The stream is never trimmed here:
+    Pass the MULTI pipeline that writes the related state (test calls do), so both are
+    stored together or not at all; live calls' records go in with their state in the save
+    script of ivr/state.py. The stream is never trimmed here:
     the recorder deletes entries once they are in the database.
     """
     for record in records:

@@ -87,7 +87,8 @@ def test_offer_on_each_wait_cycle_names_the_key_and_listens_for_words(support):
 def test_a_keypad_only_flow_offers_the_callback_on_the_keypad_only(support):
     from ivr.twiml import wait_music
 
-    text = (FLOWS / "support.yaml").read_text().replace("  escape: agent_queue ", "  speech: off\n  escape: agent_queue ")
+    text = (FLOWS / "support.yaml").read_text()
+    text = text.replace("  escape: agent_queue ", "  speech: off\n  escape: agent_queue ")
     call = Call(load_flow_text(text, "support.yaml"), ADA, wait=720)
     to_queue(call)
     offer = call.send(E.QueueWait(2, 20, 60, 2)).actions[-1]
