@@ -234,7 +234,7 @@ users = sa.Table(
 # (and only these) on a row that a step or call_ended created first.
 STARTED_COLUMNS = (
     "parent_call_sid", "flow", "from_number", "to_number", "caller_known",
-    "customer_id", "started_at", "is_test",
+    "customer_id", "started_at", "answered_at", "is_test",
 )  # fmt: skip
 
 
@@ -657,6 +657,8 @@ def _call_started(r: dict) -> dict:
         "caller_known": _bool(r, "caller_known"),
         "customer_id": _text(r, "customer_id"),
         "started_at": _time(r, "started_at", required=True),
+        # Twilio asks for the flow when the call connects, and our first answer picks it up.
+        "answered_at": _time(r, "started_at", required=True),
         "is_test": _bool(r, "is_test"),
     }
 

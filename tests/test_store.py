@@ -207,7 +207,7 @@ def test_step_before_call_started(store):
     call = store.call("CA1")
     assert call["from_number"] == "+14155550100"
     assert call["customer_id"] == "cus_1"
-    assert call["started_at"] == T0
+    assert call["started_at"] == T0 and call["answered_at"] == T0
     assert call["steps_count"] == 2 and call["last_node"] == "menu"
 
 
@@ -215,7 +215,7 @@ def test_call_ended_before_call_started(store):
     store.record([ended()])
     store.record([started()])
     call = store.call("CA1")
-    assert call["status"] == "completed" and call["started_at"] == T0
+    assert call["status"] == "completed" and call["started_at"] == T0 == call["answered_at"]
     assert call["outcome"] == "transferred"
 
 
