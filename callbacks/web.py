@@ -138,8 +138,10 @@ def sync_line(rt: Runtime, call_sid: str, old: dict | None, new: dict) -> None:
         return
     member = keys.live_member(call_sid)
     if before and (not after or after.get("queue") != before.get("queue")):
-        line.leave(rt.redis, before["queue"], member)
-        if rt.redis.zcard(keys.ACTIVE):  # a callback behind may now be next (if any are waiting)
+        pipe = rt.redis.pipeline(transaction=False)  # one round trip on every hang-up in a queue
+        pipe.zrem(keys.line(before["queue"]), member)
+        pipe.zcard(keys.ACTIVE)
+        if pipe.execute()[-1]:  # a callback behind may now be next (if any are waiting)
             request_dispatch(rt.redis, [before["queue"]])
     if after:
         line.join(rt.redis, after["queue"], member, after["since"])

@@ -431,17 +431,27 @@ class Store:
 
     @staticmethod
     def _earlier_calls(conn: Connection, ended: list[dict]) -> dict[str, list[tuple[str, datetime]]]:
-        """Real inbound calls from the numbers of `ended` in the 7 days before them."""
+        """Real inbound calls from the numbers of `ended` that may have come within 7 days before
+        one of them: the latest before the first of them, and every one in their own span.
+
+        Whether a call repeats depends only on the latest earlier call from its number, so a
+        number that calls all day costs one row here, not one per call."""
         numbers = sorted({c["from_number"] for c in ended if c.get("from_number")})
         if not numbers:
             return {}
-        since = min(c["started_at"] for c in ended) - timedelta(days=7)
-        until = max(c["started_at"] for c in ended)
-        query = sa.select(calls.c.call_sid, calls.c.from_number, calls.c.started_at).where(
-            calls.c.from_number.in_(numbers), calls.c.started_at >= since, calls.c.started_at < until,
-            calls.c.is_test.is_(False), calls.c.parent_call_sid.is_(None))
+        first = min(c["started_at"] for c in ended)
+        last = max(c["started_at"] for c in ended)
+        real = (calls.c.from_number.in_(numbers), calls.c.is_test.is_(False),
+                calls.c.parent_call_sid.is_(None))
+        before = (sa.select(calls.c.from_number, sa.func.max(calls.c.started_at))
+                  .where(*real, calls.c.started_at >= first - timedelta(days=7), calls.c.started_at < first)
+                  .group_by(calls.c.from_number))
+        within = sa.select(calls.c.call_sid, calls.c.from_number, calls.c.started_at).where(
+            *real, calls.c.started_at >= first, calls.c.started_at < last)
         out: dict[str, list[tuple[str, datetime]]] = {}
-        for sid, number, at in conn.execute(query):
+        for number, at in conn.execute(before):
+            out.setdefault(number, []).append(("", at))
+        for sid, number, at in conn.execute(within):
             out.setdefault(number, []).append((sid, at))
         return out
 

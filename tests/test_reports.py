@@ -20,7 +20,7 @@ from ivr.recorder import Recorder, append
 from ivr.store import Store, call_metrics, calls, steps
 
 from .conftest import REDIS_HOST, REDIS_PORT
-from .reportutil import drive, empty_store, scenario
+from .reportutil import T0, drive, empty_store, scenario
 
 NY = "America/New_York"
 
@@ -70,6 +70,27 @@ def test_each_call_gets_its_measures_when_it_ends(any_store):
     g = metrics(any_store, "CA_G")
     assert g["repeat_24h"] is False and g["repeat_7d"] is True
     assert metrics(any_store, "CA_F")["is_test"] is True
+
+
+def test_repeat_calls_are_found_when_calls_arrive_one_batch_at_a_time(any_store):
+    """The recorder writes a busy line in many small batches; a repeat is a repeat whichever
+    batch its earlier call came in, and only real calls from the same number count."""
+    d = timedelta
+    hang = [(5, E.HangUp("completed", 5))]
+    batches = [
+        drive("CA_1", "+14155550199", hang, T0),
+        drive("CA_T", "+14155550199", hang, T0 + d(days=2), is_test=True),  # a test call: no repeat
+        drive("CA_2", "+14155550199", hang, T0 + d(days=2, hours=1)),  # 49 h after CA_1
+        drive("CA_3", "+14155550199", hang, T0 + d(days=2, hours=3)) + drive(
+            "CA_4", "+14155550199", hang, T0 + d(days=2, hours=5)),  # one batch of two
+        drive("CA_5", "+14155550199", hang, T0 + d(days=20)),
+    ]
+    for records in batches:
+        any_store.record(records)
+    flags = {sid: (m["repeat_24h"], m["repeat_7d"]) for sid in ("CA_1", "CA_2", "CA_3", "CA_4", "CA_5")
+             for m in [metrics(any_store, sid)]}
+    assert flags == {"CA_1": (False, False), "CA_2": (False, True), "CA_3": (True, True),
+                     "CA_4": (True, True), "CA_5": (False, False)}
 
 
 def test_the_period_figures_a_supervisor_reads(any_store):

@@ -13,7 +13,8 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from ..config import Config
 
@@ -54,6 +55,17 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_SECURE=config.public_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )
+    app.session_interface = DashboardSessions()
     from . import auth, views  # noqa: F401  (they add their routes to bp)
 
     app.register_blueprint(bp)
+
+
+class DashboardSessions(SecureCookieSessionInterface):
+    """Sessions for the dashboard only: Twilio's webhooks carry no cookie worth reading, and
+    opening one costs every webhook a signing serializer."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if not request.path.startswith(bp.url_prefix):
+            return self.null_session_class()
+        return super().open_session(app, request)
