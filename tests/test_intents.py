@@ -409,3 +409,19 @@ def test_default_threshold_holds_on_unseen_sets(name: str) -> None:
     report = evaluate(specs, cases)
     assert report["false_accept_rate"] <= 0.05, report
     assert report["in_scope_acc"] >= 0.85, report
+
+
+@needs_model
+def test_shipped_background_vectors_are_what_the_model_computes():
+    """The precomputed background (a third of the start-up) must be exactly what the model
+    gives for background.txt; after changing either, run save_background_vectors()."""
+    import numpy as np
+
+    from speech.intents import MiniLMEncoder, background_texts
+
+    encoder = MiniLMEncoder()
+    texts = background_texts()
+    shipped = encoder.background()
+    assert encoder._shipped_background(texts) is not None, "data/background.npz is stale"
+    assert np.allclose(shipped, encoder.encode(texts), atol=1e-5)
+    assert encoder._shipped_background([*texts, "one more line"]) is None  # a changed file is noticed
