@@ -54,7 +54,9 @@ class Matchers:
                     except Exception:
                         log.exception("could not build the intent matcher for flow %s", flow.id)
 
-        thread = threading.Thread(target=build, name="ivr-intents-warmup", daemon=True)
+        # Not a daemon: a process that exits while onnxruntime is loading in this thread
+        # aborts (SIGABRT, "terminate called without an active exception"); exit waits instead.
+        thread = threading.Thread(target=build, name="ivr-intents-warmup", daemon=False)
         thread.start()
         return thread
 

@@ -70,3 +70,18 @@ def test_first_run_needs_no_redis_or_database_server(start_server, tmp_path):
     call = wait_for(lambda: (store.call("CAEMBED1") or {}).get("duration_s") == 42 and
                     store.call("CAEMBED1"))
     assert call and call["flow"] == "support"
+
+
+def test_a_process_that_stops_while_the_intent_model_loads_exits_cleanly(redis_url, tmp_path):
+    """A worker stopped seconds after it started (a deploy, Ctrl-C) must not abort in the middle
+    of loading the intent model (SIGABRT from onnxruntime's thread at interpreter exit)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IVR_FLOWS_DIR": str(FLOWS), "REDIS_URL": redis_url, "IVR_RECORDER": "false",
+           "IVR_DATA_DIR": str(tmp_path / "var"), "DATABASE_URL": f"sqlite:///{tmp_path}/ivr.db"}
+    done = subprocess.run([sys.executable, "-c", "from ivr import create_app; create_app()"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "terminate called" not in done.stderr
