@@ -57,7 +57,7 @@ def test_worker_killed_after_twilio_took_the_call_never_dials_twice(tmp_path, cb
     record = rt.callbacks.get(cid)
     assert record["dial_sid"] == placed.sid and record["status"] == "dialing"
     assert len(standin.calls) == 1  # never twice
-    assert any(m == "GET" and "To=%2B14155550000" in path for m, path in standin.requests)
+    assert any(r.method == "GET" and "To=%2B14155550000" in r.path for r in standin.requests)
     notes = [h["note"] for h in rt.callbacks.history(cid)]
     assert notes[-1] == f"call {placed.sid}" and "the call was never placed; back in line" not in notes
 

@@ -2,7 +2,7 @@
 messages transcribed by a real rq worker. Korean model and Korean phrases (the only vosk
 model installable here), synthesised by espeak-ng at telephone quality.
 
-Twilio itself cannot be reached from here: a stand-in REST server on loopback (tests/standin.py)
+Twilio itself cannot be reached from here: a stand-in REST server on loopback (tests/twilio_standin.py)
 takes the call redirect and serves the recording, checking the account's credentials.
 """
 
@@ -34,7 +34,7 @@ from .speechutil import (
     synthesise_wav,
     twilio_stream,
 )
-from .standin import TwilioStandIn
+from .twilio_standin import TwilioStandIn
 
 pytestmark = pytest.mark.skipif(not have_audio_tools(), reason=TOOLS_MISSING)
 

@@ -1,9 +1,11 @@
-"""A stand-in for Twilio's Calls REST API on loopback, for the callback tests.
+"""A stand-in for Twilio's REST API on loopback, for the tests: Twilio's servers cannot be
+reached here, so this is the one fake the tests use for them.
 
 Real HTTP: the `twilio` library talks to it through TWILIO_API_BASE_URL, as it would to
-api.twilio.com. It checks the account's Basic auth, records every outbound call it is asked to
-place (`calls`), lists and fetches calls like Twilio, and can be told to hold a request (to
-kill a worker while it waits), to fail, or to lose a call.
+api.twilio.com. It checks the account's Basic auth and logs every request (`requests`). It
+records every outbound call it is asked to place (`calls`), lists, fetches and redirects calls
+like Twilio, serves the recordings a test registers (`recordings`), and can be told to hold a
+request (to kill a worker while it waits), to fail, or to lose a call.
 
 It then plays the phone network: `answer`, `busy`, `no_answer` and `machine` make the signed
 webhook requests Twilio would make for that call (answer URL with AnsweredBy, the TwiML's
@@ -29,6 +31,17 @@ import requests
 from twilio.request_validator import RequestValidator
 
 CALLS = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Calls(?:/(CA\w+))?\.json$")
+RECORDING = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Recordings/(RE\w+)\.wav$")
+
+
+@dataclass
+class Request:
+    """One request the stand-in received, whether it was accepted or not."""
+
+    method: str
+    path: str
+    form: dict[str, str]
+    auth: tuple[str, str] | None
 
 
 @dataclass
@@ -72,7 +85,8 @@ class TwilioStandIn:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.calls: list[Call] = []
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[Request] = []
+        self.recordings: dict[str, bytes] = {}  # "RE..." -> WAV bytes
         self.hold: threading.Event | None = None  # while set-up and not set, POST Calls waits
         self.held = threading.Event()  # set when a POST Calls request is waiting on `hold`
         self.fail_with: int | None = None  # answer POST Calls with this HTTP status...
@@ -95,25 +109,43 @@ class TwilioStandIn:
             def log_message(self, *args) -> None:
                 pass
 
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _reply(self, status: int, body: dict | bytes, kind: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _authorised(self, account: str) -> bool:
+            def _auth(self) -> tuple[str, str] | None:
                 header = self.headers.get("Authorization", "")
                 if not header.startswith("Basic "):
-                    return False
+                    return None
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-                return (user, password) == (standin.account_sid, standin.auth_token) and account == user
+                return user, password
+
+            def _authorised(self, account: str) -> bool:
+                mine = (standin.account_sid, standin.auth_token)
+                return self._auth() == mine and account == standin.account_sid
+
+            def _log(self, method: str, form: dict[str, list[str]]) -> None:
+                with standin.changed:
+                    standin.requests.append(Request(method, self.path, {k: v[0] for k, v in form.items()},
+                                                    self._auth()))
+                    standin.changed.notify_all()
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
+                self._log("GET", {})
+                rec = RECORDING.match(parts.path)
+                if rec:
+                    if not self._authorised(rec.group(1)):
+                        return self._reply(401, {"code": 20003, "message": "Authenticate"})
+                    audio = standin.recordings.get(rec.group(2))
+                    if audio is None:
+                        return self._reply(404, {"code": 20404, "message": "not found"})
+                    return self._reply(200, audio, "audio/x-wav")
                 m = CALLS.match(parts.path)
-                standin.requests.append(("GET", self.path))
                 if not m or not self._authorised(m.group(1)):
                     return self._reply(401 if m else 404, {"code": 20003, "message": "Authenticate"})
                 if m.group(2):
@@ -133,9 +165,14 @@ class TwilioStandIn:
                 m = CALLS.match(parts.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
-                standin.requests.append(("POST", self.path))
-                if not m or m.group(2) or not self._authorised(m.group(1)):
+                self._log("POST", form)
+                if not m or not self._authorised(m.group(1)):
                     return self._reply(401 if m else 404, {"code": 20003, "message": "Authenticate"})
+                if m.group(2):  # a live call moved on (Url) or ended (Status)
+                    call = standin.find(m.group(2))
+                    body = call.json() if call else {"sid": m.group(2), "account_sid": m.group(1),
+                                                     "status": "in-progress", "to": None, "from": None}
+                    return self._reply(200, body)
                 if standin.hold is not None:
                     standin.held.set()
                     standin.hold.wait(30)
@@ -180,6 +217,12 @@ class TwilioStandIn:
                     raise TimeoutError(f"expected {n} outbound calls, got {len(self.calls)}")
                 self.changed.wait(left)
         return list(self.calls)
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> Request | None:
+        """The first logged request matching `predicate`, waiting up to `timeout` s."""
+        with self.changed:
+            return self.changed.wait_for(lambda: next((r for r in self.requests if predicate(r)), None),
+                                         timeout)
 
     # -- playing the phone network -----------------------------------------------------------
 
