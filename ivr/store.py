@@ -325,8 +325,9 @@ class Store:
         # Records can arrive before their call_started (a claimed batch, a replay):
         # give every call a row first, with a best guess that call_started overwrites.
         stubs: dict[str, dict] = {}
+        starting = {row["call_sid"] for row in by_type["call_started"]}  # their upsert makes the row
         for kind, row in parsed:
-            if kind in ("call_started", "callback"):  # callbacks have their own table
+            if kind in ("call_started", "callback") or row["call_sid"] in starting:
                 continue
             guess = _start_guess(kind, row)
             stub = stubs.setdefault(
@@ -351,11 +352,16 @@ class Store:
             conn.execute(insert, by_type["step"])
             self._count_steps(conn, {row["call_sid"] for row in by_type["step"]})
 
+        # Only the fields each record knows (a later duplicate with gaps keeps the rest), in one
+        # executemany per set of fields.
+        ends: dict[tuple[str, ...], list[dict]] = {}
         for row in by_type["call_ended"]:
-            # Only the fields this record knows: a later duplicate with gaps keeps the rest.
             values = {k: v for k, v in row.items() if k != "call_sid" and v is not None}
             if values:
-                conn.execute(calls.update().where(calls.c.call_sid == row["call_sid"]), values)
+                ends.setdefault(tuple(sorted(values)), []).append({**values, "sid": row["call_sid"]})
+        for fields, rows in ends.items():
+            update = calls.update().where(calls.c.call_sid == sa.bindparam("sid"))
+            conn.execute(update.values({f: sa.bindparam(f) for f in fields}), rows)
 
         if by_type["recording"]:
             insert = self._insert(recordings).on_conflict_do_nothing(index_elements=["call_sid", "seq"])
