@@ -40,6 +40,8 @@ def epoch_hour(at: datetime) -> int:
 
 def _destination(step: dict) -> str | None:
     """The kind of destination a step arrives at, or None."""
+    if step["event"] == "callback_pending":  # phoned again and kept the callback already booked
+        return "callback_kept" if (step.get("detail") or {}).get("choice") == "keep" else None
     if step["event"] != "enter":
         return None
     action = step.get("action") or ""
@@ -104,7 +106,7 @@ def summarise(call: dict, steps: list[dict]) -> tuple[dict, list[dict]]:
         "queue_wait_s": None,
         "answered": False,
         "answer_wait_s": None,
-        "callback": call.get("outcome") == "callback",
+        "callback": False,  # booked on this call: a callback_requested step (below)
         "spoke": False,
         "intent": None,
         "intent_recognised": False,
@@ -127,7 +129,7 @@ def summarise(call: dict, steps: list[dict]) -> tuple[dict, list[dict]]:
         kind = _destination(s)
         if kind is not None:
             dest_index = i
-            row["destination"], row["destination_kind"] = s.get("node"), kind
+            row["destination"], row["destination_kind"] = s.get("node") or kind, kind
             row["time_to_destination_s"] = round(_seconds(s["at"], started)
                                                  + _said_before_in_same_webhook(steps, i, True), 1)
             break
@@ -140,7 +142,9 @@ def summarise(call: dict, steps: list[dict]) -> tuple[dict, list[dict]]:
             row["errors"] += 1
         if s["event"] == "callback_requested":
             row["callback"] = True
-        if s.get("kind") == "ask" and s.get("speech") and s["event"] in ("speech", "no_match"):
+        # Answers to free-text questions (save_as) never match an intent: not "not understood".
+        if (s.get("kind") == "ask" and s.get("speech") and s["event"] in ("speech", "no_match")
+                and "saved_as" not in (s.get("detail") or {})):
             row["spoke"] = True
             if s["event"] == "speech" and s.get("intent"):
                 row["intent_recognised"] = True

@@ -100,16 +100,19 @@ def parse_when(text: str | None, tz: ZoneInfo, end: bool = False,
     if lowered in ("today", "yesterday"):
         day = local_today - timedelta(days=1 if lowered == "yesterday" else 0)
         return _midnight(day + timedelta(days=1) if end else day, tz)
-    m = _RELATIVE.match(lowered)
-    if m:
-        amount, unit = int(m.group(1)), m.group(2)
-        return now - {"d": timedelta(days=amount), "h": timedelta(hours=amount),
-                      "w": timedelta(weeks=amount)}[unit]
     try:
+        m = _RELATIVE.match(lowered)
+        if m:
+            amount, unit = int(m.group(1)), m.group(2)
+            return now - {"d": timedelta(days=amount), "h": timedelta(hours=amount),
+                          "w": timedelta(weeks=amount)}[unit]
         if len(text) == 10:
             day = date.fromisoformat(text)
             return _midnight(day + timedelta(days=1) if end else day, tz)
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except OverflowError:  # 99999999d, 9999-12-31 as an end: beyond what a date can hold
+        raise ValueError(f"'{text}' is too far from today: write a period between the years 1 and "
+                         "9999") from None
     except ValueError:
         raise ValueError(f"'{text}' is not a date or time: write 2026-11-01, 2026-11-01T08:30, "
                          "7d, 24h, today or yesterday") from None
@@ -129,7 +132,10 @@ def filters(since: str | None = None, until: str | None = None, *, tz: str = "UT
     start = parse_when(since, zone_info, now=now)
     end = parse_when(until, zone_info, end=True, now=now)
     if start is None:
-        start = (end or now) - timedelta(days=default_days)
+        try:
+            start = (end or now) - timedelta(days=default_days)
+        except OverflowError:
+            raise ValueError("the period must end after the first week of the year 1") from None
     if end is not None and end <= start:
         raise ValueError("the end of the period must come after its start")
     return Filters(since=start, until=end, flow=flow or None, queue=queue or None,
@@ -233,7 +239,7 @@ def overview(store: Store, f: Filters) -> dict:
             sa.func.avg(cm.c.prompt_s).label("prompt_s"),
             _avg_if(cm.c.destination_kind == "queue", cm.c.queue_wait_s).label("queue_wait"),
             sa.func.max(cm.c.queue_wait_s).label("longest_wait"),
-            _count_if(SERVED).label("served"),
+            _count_if(sa.and_(cm.c.destination.is_not(None), SERVED)).label("served"),  # a funnel stage
         ).where(*where)).one()
         outcomes = conn.execute(sa.select(cm.c.outcome, sa.func.count()).where(*where)
                                 .group_by(cm.c.outcome)).all()

@@ -6,6 +6,7 @@ plain password is never stored or logged. `ivr users add NAME` creates one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 
@@ -85,6 +86,17 @@ def authenticate(store: Store, name: str, password: str) -> bool:
     with store.begin_write() as conn:
         conn.execute(users.update().where(users.c.id == row.id).values(last_login_at=datetime.now(UTC)))
     return True
+
+
+def session_stamp(store: Store, name: str) -> str | None:
+    """A fingerprint of the user's password hash, kept in their session: a session whose stamp
+    no longer matches (password changed) or whose user is gone (removed) is over. None when
+    there is no such user."""
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(users.c.password_hash).where(users.c.username == name)).first()
+    if row is None:
+        return None
+    return hashlib.sha256(row.password_hash.encode()).hexdigest()[:32]
 
 
 def exists(store: Store, name: str) -> bool:

@@ -232,3 +232,45 @@ def test_test_call_refuses_what_cannot_happen(client):
     client.post(url, data={"action": "message", "text": "please call me about my bill",
                            "csrf_token": token(page)})
     assert "Call ended: voicemail at 'goodbye'" in text(client.get(url))
+
+
+def test_removing_a_user_or_changing_the_password_ends_their_sessions(dash, client):
+    assert client.get("/dashboard/calls").status_code == 200
+    users.set_password(dash.extensions["ivr"].store, "sam", "a brand new password")
+    r = client.get("/dashboard/calls")
+    assert r.status_code == 302 and "/dashboard/login" in r.headers["Location"]
+    assert login(client).status_code == 401  # the old password is gone
+    assert login(client, "a brand new password").status_code == 302
+    assert client.get("/dashboard/calls").status_code == 200
+    users.remove(dash.extensions["ivr"].store, "sam")
+    assert client.get("/dashboard/calls").status_code == 302
+
+
+def test_periods_beyond_the_calendar_are_explained_not_a_crash(client):
+    for query in ("since=99999999d", "until=9999-12-31", "until=0001-01-02"):
+        r = client.get(f"/dashboard/?{query}")
+        assert r.status_code == 200 and ("too far" in text(r) or "after the first week" in text(r)), query
+        # like any bad value: reported on the page, the default period used instead
+        assert client.get(f"/dashboard/report.json?{query}").status_code == 200, query
+        assert client.get(f"/dashboard/calls.csv?{query}").status_code == 200, query
+    assert client.get("/dashboard/calls?page=99999999999999999999999").status_code == 200
+
+
+def test_workers_starting_together_share_one_session_key(tmp_path):
+    """Without IVR_SECRET_KEY every process reads the key file; the first one to start writes it,
+    and processes starting at the same moment must not end up signing with different keys."""
+    import threading
+
+    from ivr.config import Config
+    from ivr.dashboard import secret_key
+
+    cfg = Config(data_dir=tmp_path)
+    keys: list[str] = []
+    threads = [threading.Thread(target=lambda: keys.append(secret_key(cfg))) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(keys) == 16 and len(set(keys)) == 1
+    assert (tmp_path / "dashboard_secret").read_text() == keys[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["dashboard_secret"]  # no temporary files left

@@ -350,3 +350,50 @@ def test_retention_command_needs_an_age(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["retention"]).exit_code == 2
     out = runner.invoke(cli, ["retention", "--days", "30", "--dry-run"])
     assert out.exit_code == 0 and "would delete 0 calls" in out.output
+
+
+def test_a_caller_who_keeps_a_pending_callback_is_served_not_a_new_request(any_store):
+    """Phoning again and pressing 1 to keep the callback already booked: served in the IVR,
+    no new callback request, and the funnel never goes backwards."""
+    records = []
+    for i in range(3):
+        sid, t = f"CA_KEEP{i}", T0 + timedelta(minutes=i)
+        records += [
+            {"type": "call_started", "call_sid": sid, "flow": "support", "from_number": f"+1415555011{i}",
+             "to_number": "+15005550006", "caller_known": False, "customer_id": None,
+             "started_at": t.isoformat(), "is_test": False, "parent_call_sid": None},
+            {"type": "step", "call_sid": sid, "seq": 1, "at": (t + timedelta(seconds=5)).isoformat(),
+             "flow": "support", "node": None, "kind": None, "event": "callback_pending", "digits": "1",
+             "detail": {"callback": "CBX", "choice": "keep"}},
+            {"type": "call_ended", "call_sid": sid, "status": "completed", "duration_s": 9,
+             "ended_at": (t + timedelta(seconds=9)).isoformat(), "outcome": "callback", "last_node": None}]
+    records += drive("CA_MENU", "+14155550150", [(15, E.NoInput()), (4, E.HangUp("completed", 20))],
+                     T0 + timedelta(hours=1))
+    any_store.record(records)
+    assert metrics(any_store, "CA_KEEP0")["destination_kind"] == "callback_kept"
+    assert metrics(any_store, "CA_KEEP0")["callback"] is False
+    r = reports.overview(any_store, period())
+    assert r["callbacks_requested"] == 0
+    assert r["abandonment_rate"] == 0.25  # the one caller who hung up in the menu, of four
+    stages = [s["calls"] for s in r["funnel"] if "calls" in s]
+    assert stages == sorted(stages, reverse=True) and stages[-1] == 3
+
+
+def test_answers_to_free_text_questions_are_not_counted_as_not_understood():
+    from ivr.loader import load_flow_text
+    from ivr.metrics import summarise
+    from ivr.simulate import SimulatedCall, default_matcher
+
+    flow = load_flow_text("id: ft\nstart: acct\nsettings: {escape: q}\nnodes:\n"
+                          "  acct: {ask: {prompt: Say your account number., save_as: account}, next: q}\n"
+                          "  q: {queue: {name: billing}}\n", "ft.yaml")
+    call = SimulatedCall(flow, "+14155550100", now=T0, match=default_matcher(), call_sid="CAX")
+    call.start()
+    call.now = T0 + timedelta(seconds=5)
+    call.send(E.Speech("one two three four", 0.9))
+    call.now = T0 + timedelta(seconds=90)
+    call.send(E.HangUp("completed", 90))
+    steps = [dict(s, seq=i, at=datetime.fromisoformat(s["at"]) if isinstance(s["at"], str) else s["at"])
+             for i, s in enumerate(call.steps)]
+    row, _ = summarise({"call_sid": "CAX", "started_at": T0, "flow": "ft", "outcome": "abandoned"}, steps)
+    assert row["spoke"] is False and row["intent_recognised"] is False

@@ -31,17 +31,34 @@ def secret_key(config: Config) -> str:
         return config.secret_key
     path = Path(config.data_dir) / "dashboard_secret"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text("ascii").strip()
-        if key:
-            return key
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    key = _read_key(path)
+    if key:
+        return key
+    # Several workers start at once: each writes a whole key aside and links it into place;
+    # the link is atomic, so exactly one wins and the others read the winner's key.
+    key = secrets.token_hex(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        key = secrets.token_hex(32)
         f.write(key)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        existing = _read_key(path)
+        if existing:
+            key = existing
+        else:  # an empty file left by a crash long ago
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        return ""
 
 
 def init_app(app: Flask) -> None:

@@ -50,7 +50,7 @@ def _inject() -> dict:
 
 @bp.before_request
 def _guard() -> Response | None:
-    if request.endpoint not in PUBLIC_ENDPOINTS and not session.get("user"):
+    if request.endpoint not in PUBLIC_ENDPOINTS and not _signed_in():
         return redirect(url_for("dashboard.login", next=_safe_next(request.full_path)))
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
@@ -60,6 +60,19 @@ def _guard() -> Response | None:
                                    "page and try again.")
     g.user = session.get("user")
     return None
+
+
+def _signed_in() -> bool:
+    """A session for a user who still exists with the password they logged in with: removing
+    a user or changing their password (`ivr users remove|passwd`) ends their sessions."""
+    name = session.get("user")
+    if not name:
+        return False
+    stamp = users.session_stamp(store(), name)
+    if stamp is None or not hmac.compare_digest(stamp, session.get("stamp", "")):
+        session.clear()
+        return False
+    return True
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -95,7 +108,7 @@ def _failed(keys: list[str]) -> None:
 def login() -> Any:
     next_url = _safe_next(request.values.get("next")) or url_for("dashboard.overview")
     if request.method == "GET":
-        if session.get("user"):
+        if _signed_in():
             return redirect(next_url)
         return render_template("dashboard/login.html", next=next_url, error=None)
     name = request.form.get("username", "").strip()
@@ -112,6 +125,7 @@ def login() -> Any:
                                error="Wrong user name or password."), 401
     session.clear()  # a new session for the logged-in user (no fixation)
     session["user"] = name
+    session["stamp"] = users.session_stamp(store(), name) or ""
     session["csrf"] = secrets.token_urlsafe(32)
     session.permanent = True
     log.info("dashboard login: %s from %s", name, request.remote_addr)

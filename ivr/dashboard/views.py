@@ -155,6 +155,7 @@ def call_list() -> str:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
+    page = min(page, 10**9)  # a huge page number is simply past the end, not an SQL overflow
     rows, total = reports.call_list(store(), f, q, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     pages = max(1, -(-total // PAGE_SIZE))
     flows = sorted(set(services().registry.flows) | ({f.flow} if f.flow else set()))
