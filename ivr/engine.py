@@ -173,7 +173,13 @@ class _HoursView:
         return {"open": bh.is_open(self._now), "holiday": bh.holiday(self._now),
                 "next_open": bh.describe_next_open(self._now)}
 
-    __getitem__ = __getattr__
+    def __getitem__(self, name: str):
+        # A KeyError makes an unknown name undefined in templates (empty, false), like any
+        # missing value, instead of failing the call; `ivr flows check` warns about it.
+        try:
+            return self.__getattr__(name)
+        except AttributeError:
+            raise KeyError(name) from None
 
 
 class _Run:

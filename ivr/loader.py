@@ -218,6 +218,7 @@ class _Builder:
         self.src = src
         self.base_dir = base_dir
         self.problems: list[Problem] = []
+        self.texts: list[tuple[tuple, str]] = []  # every template and expression, for later checks
 
     def error(self, path: tuple, message: str, code: str = "", key: bool = False) -> None:
         self.problems.append(self.src.problem(path, message, key=key, code=code))
@@ -226,6 +227,7 @@ class _Builder:
         self.problems.append(self.src.problem(path, message, severity="warning", code=code))
 
     def template(self, path: tuple, text: str) -> str:
+        self.texts.append((path, text))
         try:
             templates.check(text)
         except templates.TemplateError as exc:
@@ -302,6 +304,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         source=src,
     )
     _check_references(b, flow, d, broken_hours)
+    _check_hours_in_templates(b, flow, broken_hours)
     return flow, b.problems
 
 
@@ -339,6 +342,7 @@ def _build_node(b: _Builder, node_id: str, body: dict, settings: Settings) -> No
         for i, c in enumerate(v):
             cond = c["if"]
             if isinstance(cond, str):
+                b.texts.append((kp + (i, "if"), "{{" + cond + "}}"))
                 try:
                     templates.check_expression(cond)
                 except templates.TemplateError as exc:
@@ -482,6 +486,22 @@ def _check_references(b: _Builder, flow: Flow, d: dict, broken_hours: set[str]) 
         elif isinstance(node, LookupNode):
             target(path + ("lookup", "found"), node.found)
             target(path + ("lookup", "not_found"), node.not_found)
+
+
+_JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_HOURS_REF = re.compile(r"\bhours\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
+
+
+def _check_hours_in_templates(b: _Builder, flow: Flow, broken: set[str]) -> None:
+    """`hours.<name>` in a template or condition must name business hours of this flow: an
+    unknown name is silently empty and false at run time (the line never 'opens')."""
+    for path, text in b.texts:
+        for code in _JINJA_CODE.findall(text):
+            for m in _HOURS_REF.finditer(code):
+                name = m.group(1) or m.group(2)
+                if name not in flow.hours and name not in broken:
+                    b.error(path, f"no business hours named '{name}' under 'hours'"
+                            f"{suggest(name, flow.hours)}", code="missing-hours")
 
 
 def _check_condition(b: _Builder, flow: Flow, path: tuple, cond: Any, broken: set[str]) -> None:

@@ -67,12 +67,18 @@ def render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = No
     if stop_stream is not None and stop_stream != stream_name(step - 1):
         return _render(actions, step, call_sid, live, stop_stream)
     template = _template(key)
+    if template is None:
+        return _render(actions, step, call_sid, live, stop_stream)
     return (template.replace(str(_STEP), str(step)).replace(str(_PREVIOUS), str(step - 1))
             .replace(_SID, call_sid))
 
 
 @lru_cache(maxsize=2048)
-def _template(key: tuple) -> str:
+def _template(key: tuple) -> str | None:
+    """The TwiML with placeholders for the step and call id; None when the actions themselves
+    contain a placeholder's text (a number to dial, digits read back), which must stay as is."""
+    if any(p in repr(key) for p in (str(_STEP), str(_PREVIOUS), _SID)):
+        return None
     actions, live, stops = key
     return _render(list(actions), _STEP, _SID, live, stream_name(_PREVIOUS) if stops else None)
 

@@ -341,3 +341,20 @@ nodes:
     assert r.actions[-1].finish_on_key == ""
     again = run(flow, r.state, E.Digits("#"), ctx())
     assert isinstance(again.actions[-1], A.Gather) and again.steps[0]["event"] == "digits"
+
+
+def test_twiml_keeps_numbers_and_words_that_look_like_its_placeholders():
+    """Answers are built once per list of actions with stand-ins for the step and call id;
+    a number to dial or digits read back that contain the stand-ins' digits stay as they are."""
+    import xml.etree.ElementTree as ET
+
+    from ivr import actions as A
+    from ivr.twiml import render
+
+    for _ in range(2):  # the first render fills the cache, the second reads it
+        root = ET.fromstring(render([A.Say("You entered 987654321."), A.Dial("+19876543210")], 5, "CA42"))
+        assert root.find("Say").text == "You entered 987654321."
+        assert root.find("Dial/Number").text == "+19876543210"
+        assert "s=5" in root.find("Dial").get("action")
+    plain = ET.fromstring(render([A.Dial("+15005550011")], 7, "CA43"))
+    assert "s=7" in plain.find("Dial").get("action")
