@@ -297,6 +297,11 @@ class CsvDirectory:
                 start, line = line + 1, reader.line_num
                 if not any(cell.strip() for cell in cells):
                     continue
+                if any("\n" in cell or "\r" in cell for cell in cells):
+                    # No caller field spans lines: a stray quote swallowed the rows after it.
+                    raise DirectoryError(self.path, start, 'a quote (") opened on this line is not closed, '
+                                         "so the lines after it were read as one value; remove the "
+                                         "stray quote or close it")
                 if len(cells) > len(columns):
                     warnings.append(
                         f"{name}:{start}: {len(cells)} values but {len(columns)} columns;"

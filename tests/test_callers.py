@@ -180,6 +180,15 @@ def test_not_utf8_names_the_line(tmp_path):
     assert "CSV UTF-8" in str(caught.value)
 
 
+def test_a_stray_quote_is_an_error_not_other_customers_in_one_name(tmp_path):
+    path = write(tmp_path / "customers.csv", 'phone,first_name,last_name\n+14155550100,"Ada,Lovelace\n'
+                 "+14155550101,Grace,Hopper\n+14155550102,Alan,Turing\n")
+    with pytest.raises(DirectoryError) as caught:
+        CsvDirectory(path)
+    assert caught.value.line == 2
+    assert "quote" in str(caught.value) and "not closed" in str(caught.value)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DirectoryError) as caught:
         CsvDirectory(tmp_path / "nope.csv")
