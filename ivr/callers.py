@@ -284,7 +284,10 @@ class CsvDirectory:
         first_line = text.split("\n", 1)[0]
         # Excel in many European locales saves "CSV" with semicolons.
         delimiter = ";" if ";" in first_line and "," not in first_line else ","
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        # strict: a stray quote that is never closed is an error, not every later row read
+        # into one value (a quoted value may still span lines, closed further down).
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        line = 1
         try:
             header = next(reader, None)
             if header is None or not any(cell.strip() for cell in header):
@@ -297,11 +300,6 @@ class CsvDirectory:
                 start, line = line + 1, reader.line_num
                 if not any(cell.strip() for cell in cells):
                     continue
-                if any("\n" in cell or "\r" in cell for cell in cells):
-                    # No caller field spans lines: a stray quote swallowed the rows after it.
-                    raise DirectoryError(self.path, start, 'a quote (") opened on this line is not closed, '
-                                         "so the lines after it were read as one value; remove the "
-                                         "stray quote or close it")
                 if len(cells) > len(columns):
                     warnings.append(
                         f"{name}:{start}: {len(cells)} values but {len(columns)} columns;"
@@ -315,6 +313,10 @@ class CsvDirectory:
                     {column: value for column, value in zip(columns, values, strict=True) if column},
                 )
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise DirectoryError(self.path, line + 1, 'a quote (") opened on this line is never closed, '
+                                     "so every line after it would be read as one value; remove the "
+                                     "stray quote or close it") from None
             raise DirectoryError(self.path, reader.line_num, f"malformed CSV: {exc}") from None
 
     def _check_header(self, columns: list[str]) -> None:

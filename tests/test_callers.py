@@ -186,7 +186,7 @@ def test_a_stray_quote_is_an_error_not_other_customers_in_one_name(tmp_path):
     with pytest.raises(DirectoryError) as caught:
         CsvDirectory(path)
     assert caught.value.line == 2
-    assert "quote" in str(caught.value) and "not closed" in str(caught.value)
+    assert "quote" in str(caught.value) and "never closed" in str(caught.value)
 
 
 def test_missing_file(tmp_path):
