@@ -1,17 +1,21 @@
 """The calling window: callers are only called back at hours that suit them, in their own time
 zone (by default 08:00-21:00 every day, the usual legal limit for calls to consumers).
 
-A caller's time zone comes from their number (`phonenumbers`). A number spread over a few
-zones (a country with several) must be inside the window in all of them; a number that could
-be in many (North American non-geographic numbers) uses the line's own time zone instead.
+A caller's time zone comes from their number (`phonenumbers`). Zones that keep the same clock
+all year count once (a UK mobile may be in London, Jersey, Guernsey or the Isle of Man: one
+clock). A number spread over clocks at most `MAX_SPREAD` apart (a country with several zones)
+must be inside the window in all of them, which leaves a narrower window but never a call at
+night; a number that could be anywhere across a wider span (North American toll-free numbers,
+from Guam to Newfoundland) uses the line's own time zone instead.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as number_zones
@@ -19,19 +23,35 @@ from phonenumbers import timezone as number_zones
 from ivr.hours import BusinessHours, parse_hours
 
 DEFAULT_HOURS = {"mon-sun": "08:00-21:00"}
-MAX_ZONES = 3  # more candidate zones than this: the number says too little about where it is
+MAX_SPREAD = timedelta(hours=6)  # wider than this: the number says too little about where it is
 
 
 def zones_for(number: str | None, fallback: str = "UTC") -> list[str]:
-    """The time zones a number may be in (`fallback` when it is not clear)."""
+    """The time zones a number may be in, one per distinct clock (`fallback` when it is not
+    clear)."""
     try:
         parsed = phonenumbers.parse(number or "")
     except phonenumbers.NumberParseException:
         return [fallback]
-    zones = [z for z in number_zones.time_zones_for_number(parsed) if z != "Etc/Unknown"]
-    if not zones or len(zones) > MAX_ZONES:
+    clocks: dict[tuple, str] = {}
+    for z in number_zones.time_zones_for_number(parsed):
+        if z != "Etc/Unknown":
+            clocks.setdefault(_clock(z), z)
+    if not clocks:
         return [fallback]
-    return zones
+    offsets = [offset for clock in clocks for offset in clock]
+    if max(offsets) - min(offsets) > MAX_SPREAD:
+        return [fallback]
+    return list(clocks.values())
+
+
+@lru_cache(maxsize=1024)
+def _clock(zone: str) -> tuple[timedelta, ...]:
+    """A zone's UTC offsets through two years: zones with the same ones keep the same clock."""
+    tz = ZoneInfo(zone)
+    year = datetime.now(UTC).year
+    return tuple(datetime(y, m, d, 12, tzinfo=UTC).astimezone(tz).utcoffset()
+                 for y in (year, year + 1) for m in range(1, 13) for d in (1, 15))
 
 
 @lru_cache(maxsize=512)

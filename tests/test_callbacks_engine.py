@@ -312,8 +312,17 @@ def test_calling_window_is_the_callers_local_time():
     at = datetime(2026, 11, 24, 8, 30, tzinfo=UTC)
     assert not window.is_open(hours, zones, at)
     assert window.next_open(hours, zones, at) == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-    # a North American non-geographic number falls back to the line's time zone
+    # a North American non-geographic number (Guam to Newfoundland) falls back to the line's zone
     assert window.zones_for("+18005550100", "America/New_York") == ["America/New_York"]
+    # a UK mobile may be in London, Jersey, Guernsey or the Isle of Man: one clock
+    assert len(window.zones_for("+447911123456", "America/New_York")) == 1
+    assert not window.is_open(None, window.zones_for("+447911123456", "America/New_York"),
+                              datetime(2026, 6, 10, 0, 30, tzinfo=UTC))  # 01:30 in London
+    # an Australian mobile: inside the window on every Australian clock, never the line's
+    au = window.zones_for("+61412345678", "America/New_York")
+    assert "America/New_York" not in au and "Australia/Sydney" in au and "Australia/Perth" in au
+    assert not window.is_open(None, au, datetime(2026, 6, 10, 15, 0, tzinfo=UTC))  # 01:00 in Sydney
+    assert window.is_open(None, au, datetime(2026, 6, 10, 5, 0, tzinfo=UTC))  # 15:00 Sydney, 13:00 Perth
     # Friday 17:00 London: next chance is Monday 09:00, unless the callback expires first
     friday = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
     assert window.next_open(hours, zones, friday) == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
