@@ -47,6 +47,7 @@ MAX_DIALS = 25  # calls one dispatch places before handing on to a new job
 JOB_TIMEOUT = 120
 FAILURE_TTL = 7 * 86400
 API_RETRY = 30  # seconds before trying again when Twilio's API failed (not counted as an attempt)
+CONFIG_RETRY = 60  # seconds before trying again when Twilio refused our settings (not counted)
 STALE_RING = 120  # seconds past the ring timeout before asking Twilio about a silent call
 STALE_TALK = 4 * 3600  # a connected call this old without an end is checked with Twilio
 
@@ -261,6 +262,13 @@ def dial(rt: Runtime, record: dict, attempt: int) -> str | None:
         log.error("callback %s attempt %s: %s", cid, attempt, exc)
         if exc.permanent:
             attempt_over(rt, record, attempt, f"refused-{exc.code or exc.status}", final=str(exc))
+        elif 400 <= (exc.status or 0) < 500 and exc.status != 429:
+            # Our configuration (caller ID, account, credentials): every callback would fail
+            # alike, so they wait, uncounted, until it is fixed or they expire.
+            log.error("callback %s: Twilio refused the call because of this server's settings "
+                      "(IVR_CALLBACK_CALLER_ID, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN?); retrying in %ss",
+                      cid, CONFIG_RETRY)
+            attempt_over(rt, record, attempt, "not-configured", counts=False, retry_after=CONFIG_RETRY)
         else:
             attempt_over(rt, record, attempt, "api-error", counts=False, retry_after=API_RETRY)
         return None

@@ -14,8 +14,10 @@ from typing import Any
 
 from twilio.base.exceptions import TwilioRestException
 
-# Twilio error codes that mean the number itself cannot be called: retrying will not help.
-BAD_NUMBER_CODES = {21210, 21211, 21212, 21213, 21214, 21215, 21216, 21217, 21401, 21612}
+# Twilio error codes that mean the number called (To) cannot be called: retrying will not help.
+# Errors about our side (caller ID 21210/21212/21213, the account, a wrong URL) are not here:
+# they are fixed by configuration, so the callbacks wait for that instead of failing one by one.
+BAD_NUMBER_CODES = {21211, 21214, 21215, 21216, 21217, 21401, 21612}
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
@@ -40,8 +42,7 @@ class Refused(Exception):
         super().__init__(f"Twilio refused the call: HTTP {exc.status}, code {exc.code}: {exc.msg}")
         self.status = exc.status
         self.code = exc.code
-        self.permanent = exc.code in BAD_NUMBER_CODES or (400 <= (exc.status or 0) < 500
-                                                          and exc.status not in (401, 403, 429))
+        self.permanent = exc.code in BAD_NUMBER_CODES
 
 
 def place_call(client: Any, *, to: str, from_: str, url: str, status_callback: str,

@@ -286,6 +286,11 @@ def test_twilio_errors_are_retried_or_fail_the_callback_with_twilios_reason(rt, 
     assert record["status"] == "pending" and record["result"] == "api-error" and record["attempts"] == 0
     assert record["not_before"] == pytest.approx(now + 30, abs=2)
     assert rt.agents.get("alice")["status"] == "available"
+    standin.fail_with, standin.fail_code = 400, 21210  # our caller ID is not verified: our fault
+    assert dispatch_queue(rt, "billing", now=record["not_before"]) == [cid]
+    record = cbs.get(cid)
+    assert record["status"] == "pending" and record["result"] == "not-configured" and record["attempts"] == 0
+    assert record["not_before"] == pytest.approx(datetime.now(UTC).timestamp() + 60, abs=5)
     standin.fail_with, standin.fail_code = 400, 21211  # the number itself cannot be called
     assert dispatch_queue(rt, "billing", now=record["not_before"]) == [cid]
     record = cbs.get(cid)
