@@ -39,7 +39,7 @@ from .model import (
     SetNode,
     TransferNode,
 )
-from .phone import normalize, spoken
+from .phone import normalize, normalize_typed, spoken
 from .prompts import announcements
 
 MAX_HOPS = 50  # nodes entered for one event before the engine calls it a runaway loop
@@ -756,7 +756,7 @@ class _Run:
                 self.callback_prompt(node, [], log=False)
             return
         if phase == "enter":
-            number = (normalize(event.digits, self.ctx.region)
+            number = (normalize_typed(event.digits, self.ctx.region)
                       if isinstance(event, E.Digits) else None)
             self.step(node, "callback_number", **fields, detail={"valid": bool(number)})
             if number:

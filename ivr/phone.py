@@ -95,6 +95,16 @@ def normalize(raw: str | None, default_region: str = "US") -> str | None:
     return None if e164 in WITHHELD_NUMBERS else e164
 
 
+def normalize_typed(raw: str | None, default_region: str = "US") -> str | None:
+    """Like `normalize`, for a number a caller types to be called back on: it must be a valid
+    number of its country (a local number without its area code is not), because Twilio will
+    refuse to call anything less after the caller was told "we'll call you back"."""
+    number = normalize(raw, default_region)
+    if number is None or not phonenumbers.is_valid_number(phonenumbers.parse(number)):
+        return None
+    return number
+
+
 def mask(e164: str | None) -> str:
     """Hide a number for logs and exports: keep the country code and last two digits.
 

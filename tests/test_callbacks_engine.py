@@ -150,6 +150,8 @@ def test_anonymous_caller_types_a_number_and_hears_it_back(support):
     assert "enter the number" in r.said and gather.input == ("dtmf",) and gather.finish_on_key == "#"
     r = call.send(E.Digits("12"))
     assert r.said.startswith("Sorry, that isn't a number we can call.")
+    r = call.send(E.Digits("5550147"))  # no area code: Twilio could not call it
+    assert r.said.startswith("Sorry, that isn't a number we can call.")
     r = call.send(E.Digits("(202) 555-0147"))
     assert "You entered 2 0 2, 5 5 5, 0 1 4 7" in r.said
     r = call.send(E.Digits("2"))  # no: enter it again
