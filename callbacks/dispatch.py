@@ -229,13 +229,17 @@ def live_callers(redis: Any, queue: str, members: list[str]) -> set[str]:
     pipe = redis.pipeline(transaction=False)
     for m in members:
         pipe.hget(f"ivr:call:{line.member_id(m)}", "state")
+        # A webhook holds the call's lock while it joins the line and until it saves the state
+        # that says so: a member whose call is mid-webhook is not stale.
+        pipe.exists(f"ivr:call:{line.member_id(m)}:lock")
+    replies = pipe.execute()
     alive = set()
-    for m, raw in zip(members, pipe.execute(), strict=True):
+    for m, raw, busy in zip(members, replies[0::2], replies[1::2], strict=True):
         try:
             state = json.loads(raw) if raw else None
         except ValueError:
             state = None
-        if state and (state.get("line") or {}).get("queue") == queue:
+        if busy or (state and (state.get("line") or {}).get("queue") == queue):
             alive.add(m)
     return alive
 

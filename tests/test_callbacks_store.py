@@ -200,6 +200,9 @@ def test_dispatch_serves_the_line_in_order_and_live_callers_hold_agents(rt, stan
     rt.redis.hset("ivr:call:CALIVE", "state", json.dumps({"line": {"queue": "billing", "since": "x"}}))
     line.join(rt.redis, "billing", "call:CALIVE", T - 500)  # a live caller first in line
     line.join(rt.redis, "billing", "call:CAGONE", T - 400)  # a caller whose call is over
+    # a caller joining right now: the webhook holds the call's lock and has not saved yet
+    rt.redis.set("ivr:call:CAJOINING:lock", "token", px=5000)
+    line.join(rt.redis, "billing", "call:CAJOINING", T - 350)
     first, _ = book(cbs, "CA1", "+14155550101", T - 300)
     second, _ = book(cbs, "CA2", "+14155550102", T - 200)
     assert dispatch_queue(rt, "billing", now=T) == []  # nobody available
@@ -207,6 +210,9 @@ def test_dispatch_serves_the_line_in_order_and_live_callers_hold_agents(rt, stan
     # one agent, and a live caller ahead: the agent is theirs, no callback is dialled
     assert dispatch_queue(rt, "billing", now=T) == []
     assert line.position(rt.redis, "billing", "call:CAGONE") is None  # the dead caller is dropped
+    assert line.position(rt.redis, "billing", "call:CAJOINING") == 2  # mid-webhook: kept
+    rt.redis.delete("ivr:call:CAJOINING:lock")
+    line.leave(rt.redis, "billing", "call:CAJOINING")  # (its call then ends)
     rt.agents.set_status("bob", "available")
     assert dispatch_queue(rt, "billing", now=T) == [first]  # the oldest callback, not the newer one
     placed = standin.wait_for_calls(1)[0]
