@@ -47,7 +47,8 @@ def _authorise() -> Any:
     if not token:
         log.warning("refused %s %s: IVR_API_TOKEN is not set on this server", request.method, request.path)
         return _error(401, "the API is off: set IVR_API_TOKEN on the server")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].strip(), token):
+    # Compared as bytes: compare_digest refuses non-ASCII text, which must be a 401, not a 500.
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
         return _error(401, "missing or wrong bearer token")
     return None
 

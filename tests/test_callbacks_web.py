@@ -119,6 +119,7 @@ def test_a_caller_is_called_back_with_an_agent_ready(server, standin, tmp_path):
     # an agent becomes available through the API; a worker places the call
     assert api(server, "GET", "/api/agents", token=None).status_code == 401
     assert api(server, "GET", "/api/agents", token="wrong").status_code == 401
+    assert api(server, "GET", "/api/agents", token="t\u00f6k").status_code == 401  # not ASCII: still 401
     agents = api(server, "GET", "/api/agents").json()
     assert {a["name"]: a["status"] for a in agents} == {"alice": "offline", "bob": "offline",
                                                         "tess": "offline"}
