@@ -256,6 +256,8 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
     b = _Builder(src, base_dir)
     d = src.data
     settings = Settings(**d.get("settings", {}))
+    if settings.fallback_number:
+        _check_dialable(b, ("settings", "fallback_number"), settings.fallback_number, "fallback_number")
     nodes: dict[str, Node] = {}
     for node_id, body in d["nodes"].items():
         nodes[node_id] = _build_node(b, node_id, body, settings)
@@ -328,6 +330,14 @@ def _build_node(b: _Builder, node_id: str, body: dict, settings: Settings) -> No
                    intent=c.get("intent"), say=b.prompt(kp + ("choices", i, "say"), c.get("say")))
             for i, c in enumerate(v.get("choices", []))
         )
+        for i, c in enumerate(choices):
+            if c.key is not None and not _KEY.match(c.key):  # numbers in YAML skip the schema's pattern
+                b.error(kp + ("choices", i, "key"), f"key '{c.key}' cannot be pressed: use 1 to 10 of "
+                        "0-9, * and #", code="bad-key")
+        if choices and body.get("next") is not None:
+            b.error(path + ("next",), "'next' is only for a question without 'choices' (a free answer "
+                    "saved with save_as); a menu goes where its choices, no_input and no_match say",
+                    key=True, code="next-on-menu")
         return AskNode(
             **common, prompt=b.prompt(kp + ("prompt",), v["prompt"]), choices=choices,
             announce=v.get("announce", True), input=tuple(v.get("input", ("dtmf", "speech"))),
@@ -375,6 +385,10 @@ def _build_node(b: _Builder, node_id: str, body: dict, settings: Settings) -> No
     if kind == "transfer":
         v = {"to": v} if isinstance(v, str) else v
         whisper = v.get("whisper")
+        if "{" not in v["to"]:
+            _check_dialable(b, kp + (("to",) if isinstance(body[kind], dict) else ()), v["to"], "transfer to")
+        if v.get("caller_id"):
+            _check_dialable(b, kp + ("caller_id",), v["caller_id"], "caller_id", sip=False)
         return TransferNode(**common, to=b.template(kp + ("to",), v["to"]),
                             say=b.prompt(kp + ("say",), v.get("say")),
                             whisper=b.template(kp + ("whisper",), whisper) if whisper else None,
@@ -486,6 +500,21 @@ def _check_references(b: _Builder, flow: Flow, d: dict, broken_hours: set[str]) 
         elif isinstance(node, LookupNode):
             target(path + ("lookup", "found"), node.found)
             target(path + ("lookup", "not_found"), node.not_found)
+
+
+_KEY = re.compile(r"^[0-9*#]{1,10}$")
+
+
+def _check_dialable(b: _Builder, path: tuple, value: str, what: str, sip: bool = True) -> None:
+    """A fixed number to dial (or call from) must be one: E.164, or a sip: address."""
+    from .phone import normalize
+
+    text = str(value).strip()
+    if sip and text.lower().startswith("sip:"):
+        return
+    if normalize(text) is None or not text.startswith("+"):
+        b.error(path, f"{what} '{text}' is not a phone number: write it with its country code, e.g. "
+                f"\"+14155550100\" (in quotes){' or a sip: address' if sip else ''}", code="bad-number")
 
 
 _JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
