@@ -173,6 +173,9 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
                                          key=True)])
     at = _time(test.get("at"), src, tp + ("at",)) or default_at
     caller = test.get("caller")
+    if caller is not None and not isinstance(caller, dict):
+        raise FlowError([src.problem(tp + ("caller",), "'caller' is the caller's directory record, a "
+                                     "mapping like {first_name: Ada, plan: premium}")])
     if caller is not None:
         caller = {"known": True, **{k: v if isinstance(v, bool) else str(v) for k, v in caller.items()}}
         name = f"{caller.get('first_name', '')} {caller.get('last_name', '')}"
@@ -239,7 +242,12 @@ def _event(kind: str, value: Any, call: SimulatedCall, src: Source, sp: tuple) -
         return E.Digits(str(value))
     if kind == "say":
         if isinstance(value, dict):
-            return E.Speech(str(value.get("text", "")), float(value.get("confidence", 0.9)))
+            confidence = value.get("confidence", 0.9)
+            number = isinstance(confidence, int | float) and not isinstance(confidence, bool)
+            if not number or not 0 <= confidence <= 1:
+                raise FlowError([src.problem(sp + ("say", "confidence"), f"confidence '{confidence}' "
+                                             "must be a number from 0 to 1, e.g. 0.9")])
+            return E.Speech(str(value.get("text", "")), float(confidence))
         return E.Speech(str(value), 0.9)
     if kind == "silence":
         return E.NoInput()
@@ -298,6 +306,8 @@ def _check(kind: str, value: Any, call: SimulatedCall, heard: str, line: int | N
         if call.state.get("intent") != value:
             raise _Fail(line, f"expected intent '{value}', got '{call.state.get('intent')}'")
     elif kind == "vars":
+        if not isinstance(value or {}, dict):
+            raise _Fail(line, "'vars' expects a mapping of names to values, e.g. {account: '12345'}")
         for k, v in (value or {}).items():
             have = call.state["vars"].get(k)
             if str(have) != str(v):

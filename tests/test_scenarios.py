@@ -61,6 +61,28 @@ tests:
     assert res.problems[0].line == 5
 
 
+def test_malformed_tests_are_errors_with_lines_not_tracebacks(tmp_path):
+    path = write(tmp_path, """flow: support
+tests:
+  - name: caller as text
+    caller: Ada
+    steps:
+      - press: 1
+  - name: words for a confidence
+    steps:
+      - say: {text: billing, confidence: high}
+  - name: vars as a list
+    steps:
+      - press: 1
+      - vars: [a]
+""")
+    res = run_file(path)
+    assert not res.ok
+    text = "\n".join(str(p) for p in res.problems) + "\n".join(str(f) for f in getattr(res, "failures", []))
+    assert "'caller' is the caller's directory record" in text
+    assert "confidence 'high' must be a number from 0 to 1" in text
+
+
 def test_hears_reports_what_the_caller_actually_heard(tmp_path):
     path = write(tmp_path, """flow: support
 at: 2026-11-24T15:00:00Z
