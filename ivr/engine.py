@@ -287,6 +287,8 @@ class _Run:
             self.on_transfer_ended(node, event)
         elif wait == "record" and isinstance(event, E.RecordingDone):
             self.on_recording(node, event)
+        elif wait == "failsafe" and isinstance(event, (E.TransferEnded, E.RecordingDone)):
+            self.after_fail_safe(event)
         else:
             # An event the call is not waiting for (a late or duplicated webhook): log it and
             # repeat what the caller should be hearing now rather than jumping anywhere.
@@ -952,6 +954,27 @@ class _Run:
         self.state["outcome"] = "failed"
         self.step(None, "error", said, action=f"dial:{number}" if number else "record",
                   detail={"error": f"{type(exc).__name__}: {exc}"})
+
+
+    def after_fail_safe(self, event: E.Event) -> None:
+        """The person the caller was handed to after an error answered or not, or the message
+        was left: never a bare hang-up."""
+        s = self.state
+        if isinstance(event, E.RecordingDone):
+            self.step(None, "recording", digits=event.digits, action="recorded",
+                      detail={"url": event.url, "duration": event.duration, "after_error": True})
+            s.update(outcome="voicemail", wait="end")
+            self.actions += [self.say_text("Thank you, we have your message. Goodbye."), A.Hangup()]
+            return
+        self.step(None, "transfer_ended", detail={"status": event.status, "duration": event.duration,
+                                                  "after_error": True})
+        if event.status in ("completed", "answered"):
+            s.update(outcome="transferred", wait="end")
+            self.actions.append(A.Hangup())
+            return
+        self.actions += [self.say_text("Sorry, nobody could take your call. Please leave a message "
+                                       "after the tone, and we will get back to you."),
+                         A.Record(120, "#", True, 5)]
 
 
 class _Stop:

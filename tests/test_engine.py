@@ -246,6 +246,15 @@ nodes:
     assert r.state["outcome"] == "failed"
     error = r.steps[-1]
     assert error["event"] == "error" and f"more than {MAX_HOPS} nodes" in error["detail"]["error"]
+    # nobody answers the fallback number: the caller can still leave a message, then hears goodbye
+    missed = run(flow, r.state, E.TransferEnded("no-answer", 0), ctx())
+    assert missed.said.startswith("Sorry, nobody could take your call. Please leave a message")
+    assert isinstance(missed.actions[-1], A.Record)
+    left = run(flow, missed.state, E.RecordingDone("https://api.twilio.com/rec/RE1", 12), ctx())
+    assert left.said == "Thank you, we have your message. Goodbye." and left.actions[-1] == A.Hangup()
+    assert left.state["outcome"] == "voicemail" and left.steps[0]["event"] == "recording"
+    answered = run(flow, r.state, E.TransferEnded("completed", 95), ctx())
+    assert answered.actions == [A.Hangup()] and answered.state["outcome"] == "transferred"
 
 
 def test_every_step_is_numbered_in_order(support):
