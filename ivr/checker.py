@@ -55,6 +55,10 @@ def check_flow(flow: Flow) -> list[Problem]:
             if not silent:
                 at(node, f"menu '{node.id}' has no way out when the caller says nothing: set "
                    "no_input.goto, or settings.escape for the whole flow", code="silent-menu")
+            elif _leads_back(flow, silent, node.id):
+                at(node, f"menu '{node.id}' sends a silent caller back to itself, where the retries "
+                   "start again: they would hear it forever. Leave no_input.goto out to ask again "
+                   "(up to `retries` times), then send them on, e.g. to a person", code="silent-menu")
             elif node.choices and not unmatched:
                 at(node, f"menu '{node.id}' has no way out when the caller is not understood: "
                    "set no_match.goto", code="no-match-exit")
@@ -281,3 +285,17 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
                 if len(comp) > 1 or node in graph[node]:
                     result.append(list(reversed(comp)))
     return result
+
+
+def _leads_back(flow: Flow, target: str | None, menu: str) -> bool:
+    """Whether `target` is the menu, or reaches it through nodes that only speak or set."""
+    seen: set[str] = set()
+    while target is not None and target not in seen:
+        if target == menu:
+            return True
+        seen.add(target)
+        node = flow.nodes.get(target)
+        if not isinstance(node, (SayNode, SetNode)):
+            return False
+        target = node.next
+    return False
