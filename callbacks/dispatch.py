@@ -37,7 +37,7 @@ from ivr.config import Config
 
 from . import keys, line, twilio_client, window
 from .runtime import QUEUE, Runtime
-from .store import FINAL, LIVE
+from .store import FINAL, LIVE, CallbackError
 
 log = logging.getLogger("callbacks.dispatch")
 
@@ -316,6 +316,12 @@ def attempt_over(rt: Runtime, record: dict, attempt: int, result: str, *, counts
     if status is None:
         return None
     log.info("callback %s attempt %s: %s -> %s", record["id"], attempt, result, status)
+    if status == "pending" and (rt.callbacks.get(record["id"]) or {}).get("cancel_requested"):
+        try:  # the caller cancelled while this attempt was being dialled
+            rt.callbacks.cancel(record["id"], by="the caller (while it was being dialled)", now=now)
+            status = "cancelled"
+        except CallbackError as exc:  # claimed again meanwhile: the next attempt's end cancels it
+            log.warning("callback %s: %s", record["id"], exc)
     agent = rt.roster.agents().get(record.get("agent") or "")
     request_dispatch(rt.redis, agent.queues if agent and agent_after == "available" else [record["queue"]])
     if status == "pending":

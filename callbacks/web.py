@@ -102,8 +102,11 @@ def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, res
         elif isinstance(action, A.CancelCallback):
             try:
                 rt.callbacks.cancel(action.callback_id, by="the caller")
-            except CallbackError as exc:  # already being dialled: it goes ahead
-                log.warning("call %s: %s", call_sid, exc)
+            except CallbackError as exc:
+                # Being dialled right now (to this busy line): the caller was told it is
+                # cancelled, so it is, as soon as that attempt ends, instead of a retry.
+                log.warning("call %s: %s; it is cancelled when the attempt ends", call_sid, exc)
+                rt.callbacks.note(action.callback_id, "cancel_requested", "1")
     callback = state.get("callback") or {}
     if (isinstance(event, E.TransferEnded) and callback.get("id")
             and event.status not in ("completed", "answered")):

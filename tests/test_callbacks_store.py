@@ -16,6 +16,8 @@ from callbacks.dispatch import attempt_over, dispatch_queue, sweep_once
 from callbacks.estimate import for_caller, handle_time
 from callbacks.runtime import Runtime
 from callbacks.store import CallbackError, Callbacks, public
+from ivr import actions as A
+from ivr import events as E
 from ivr.recorder import Recorder
 
 from .cbutil import AGENTS, config
@@ -170,6 +172,26 @@ def test_attempts_retry_in_the_window_then_fail_with_a_reason(rt):
     statuses = [h["status"] for h in cbs.history(cid)]
     assert statuses == ["pending", "dialing", "dialing", "pending", "dialing", "failed"]
     assert 0 < rt.redis.ttl(keys.callback(cid)) <= 7 * 86400  # finished: kept a week in Redis
+
+
+def test_a_cancel_while_the_callback_is_being_dialled_takes_effect_when_that_attempt_ends(rt):
+    """The caller phones again and cancels just as a worker dials them (their line is busy:
+    they are on the phone with us). They were told it is cancelled: it must not be retried."""
+    from callbacks.web import after_step
+
+    cbs = rt.callbacks
+    rt.agents.set_status("alice", "available")
+    cid, _ = book(cbs, "CA1", "+14155550100", T - 100)
+    assert cbs.claim(cid, "alice", now=T) == (True, 1)
+
+    class Step:  # what the engine returned for "press 2 to cancel"
+        actions = [A.CancelCallback(cid)]
+        state = {}
+
+    after_step(rt, "CA9", E.Digits("2"), {}, Step(), None)
+    assert cbs.get(cid)["status"] == "dialing"  # too late to stop this attempt...
+    assert attempt_over(rt, cbs.get(cid), 1, "busy", now=T + 5) == "cancelled"  # ...but no retry
+    assert cbs.get(cid)["status"] == "cancelled" and cid not in cbs.active_ids()
 
 
 def test_expiry_cancel_and_a_call_that_never_reached_twilio(rt):
