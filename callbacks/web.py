@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -58,9 +59,15 @@ def builtin_flow() -> Flow:
     return load_flow_text(BUILTIN_FLOW, "<built-in callback flow>", BUILTIN_ID)
 
 
-def hooks(rt: Runtime, call_sid: str) -> dict:
-    """Context fields for one call: `estimate` and `pending_callback`."""
+def hooks(rt: Runtime, call_sid: str, flow: Any = None) -> dict:
+    """Context fields for one call: `estimate`, `pending_callback` and `calling_opens`."""
     cfg = rt.config
+
+    def calling_opens(number: str, calling_hours: Any, expire_after: int) -> float | None:
+        now = datetime.now(UTC)
+        zones = window.zones_for(number, line_zone(flow))
+        opens = window.next_open(calling_hours, zones, now, until=now + timedelta(seconds=expire_after))
+        return None if opens is None else max(0.0, (opens - now).total_seconds())
 
     def estimate_for(queue: str, position: int | None = None):
         try:
@@ -86,7 +93,13 @@ def hooks(rt: Runtime, call_sid: str) -> dict:
             log.exception("call %s: could not look up pending callbacks", call_sid)
             return None
 
-    return {"estimate": estimate_for, "pending_callback": pending_for, "region": cfg.default_region}
+    return {"estimate": estimate_for, "pending_callback": pending_for, "calling_opens": calling_opens,
+            "region": cfg.default_region}
+
+
+def line_zone(flow: Any) -> str:
+    """The line's own time zone: its business hours' (for numbers that say too little)."""
+    return next((h.timezone.key for h in getattr(flow, "hours", {}).values()), "UTC")
 
 
 def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, result: Any, flow: Any) -> None:
@@ -115,7 +128,7 @@ def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, res
 
 
 def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flow: Any) -> str:
-    zone = next((h.timezone.key for h in getattr(flow, "hours", {}).values()), "UTC")
+    zone = line_zone(flow)
     caller = state.get("caller") or {}
     cid, created = rt.callbacks.request(
         call_sid=call_sid, number=action.number, queue=action.queue,

@@ -65,6 +65,8 @@ ASK_REASON = ("After the tone, tell us in a few words what you're calling about,
 BOOKED = "Thank you. We'll call you back at {number} {when}, and you keep your place in line. Goodbye."
 NOT_A_NUMBER = "Sorry, that isn't a number we can call."
 BACK_IN_LINE = "No problem. You're still in line."
+NO_CALLING_TIME = ("Sorry, we can't call you back at {number} before this request would expire, at this "
+                   "time of day where you are. You're still in line.")
 PENDING = ("You already asked us to call you back about {queue}, and we'll call you {when}. "
            "To keep that callback, press 1. To cancel it, press 2.")
 KEPT = "Thanks. We'll call you back {when}. Goodbye."
@@ -107,6 +109,9 @@ class Context:
     # caller's E.164 number -> their pending callback {"id", "queue", "wait_s"} or None
     pending_callback: Callable[[str], dict | None] | None = None
     region: str = "US"  # for numbers callers type without a country code
+    # (number, calling_hours, expire_after s) -> seconds until that caller may first be called
+    # back in their own time zone (0: now), or None when there is no such time before expiry
+    calling_opens: Callable[[str, Any, int], float | None] | None = None
 
 
 @dataclass
@@ -598,7 +603,8 @@ class _Run:
         if node.announce_wait and est is not None and est.wait_s is not None:
             said.append(self.say_text(WAIT_IS.format(wait=_duration(est.wait_s))))
         said += self.speak(node.wait_say)
-        offered = bool(node.callback and est is not None and est.longer_than(node.callback.offer_after))
+        offered = bool(node.callback and est is not None and est.longer_than(node.callback.offer_after)
+                       and not self.state.get("no_callback"))  # told we cannot call them back
         if offered:
             offer = node.callback
             self.cbv = self.callback_vars(node, est)
@@ -800,6 +806,17 @@ class _Run:
         cb = s["cb"]
         est = self.estimate(node)
         self.cbv = self.callback_vars(node, est)
+        opens = self.calling_opens(cb["number"], offer)
+        if opens is None:
+            # Nobody may call them before the request expires (late evening where they are):
+            # no promise we cannot keep; they keep their place in the queue instead.
+            self.step(node, "callback_refused", detail={"number": cb["number"], "why": "calling_hours"})
+            self.actions.append(self.say_text(NO_CALLING_TIME.format(number=self.cbv["number_spoken"])))
+            s["no_callback"] = True
+            self.goto(node.id)
+            return
+        if opens > ((est.wait_s if est is not None else None) or 0):
+            self.cbv["when"] = _when(opens)  # the window opens later than their turn comes
         said = (self.speak(offer.booked) or [self.say_text(BOOKED.format(
             number=self.cbv["number_spoken"], when=self.cbv["when"]))]) if aloud else []
         since = (s.get("line") or {}).get("since") or self.at
@@ -815,6 +832,15 @@ class _Run:
             "number": cb["number"], "queue": node.name, "enqueued_at": since,
             "estimated_wait": _round(est.wait_s if est is not None else None),
             "reason_url": cb.get("reason_url")})
+
+    def calling_opens(self, number: str, offer: Any) -> float | None:
+        """Seconds until `number` may be called back (0 when unknown: no calling window here)."""
+        if self.ctx.calling_opens is None:
+            return 0.0
+        try:
+            return self.ctx.calling_opens(number, offer.calling_hours, offer.expire_after)
+        except Exception:  # not knowing the window must not cost the caller their callback
+            return 0.0
 
     # A caller with a pending callback phones again: keep it or cancel it.
 

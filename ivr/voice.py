@@ -69,7 +69,7 @@ def _context(svc: Services, sid: str, flow):
         return ctx
     from callbacks.web import hooks
 
-    return dataclasses.replace(ctx, **hooks(rt, sid))
+    return dataclasses.replace(ctx, **hooks(rt, sid, flow))
 
 
 def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow) -> None:

@@ -31,8 +31,9 @@ def support():
 class Call:
     """Drive the engine like the web layer does, with a fixed estimate."""
 
-    def __init__(self, flow, caller=None, wait=900.0, free=1, position=4, pending=None):
+    def __init__(self, flow, caller=None, wait=900.0, free=1, position=4, pending=None, opens=None):
         self.flow, self.state = flow, None
+        self.opens = opens  # seconds until the caller may be called back (None: no hook)
         self.est = Estimate(position=position, wait_s=wait, agents_available=free)
         self.asked: list = []
         self.pending = pending
@@ -44,7 +45,8 @@ class Call:
             return self.est
 
         return Context(now=OPEN, estimate=estimate,
-                       pending_callback=(lambda n: self.pending) if self.pending else None)
+                       pending_callback=(lambda n: self.pending) if self.pending else None,
+                       calling_opens=self.opens)
 
     def send(self, event):
         r = run(self.flow, self.state, event, self.ctx())
@@ -137,6 +139,27 @@ def test_known_caller_books_on_the_number_on_file(support):
     assert call.state["outcome"] == "callback" and call.state["line"] is None
     ended = call.send(E.HangUp("completed", 90))
     assert ended.ended["outcome"] == "callback"  # a callback is not an abandoned call
+
+
+def test_no_promise_of_a_callback_that_the_calling_window_forbids(support):
+    late = Call(support, ADA, wait=720, opens=lambda number, hours, expire_after: None)
+    to_queue(late)
+    late.send(E.QueueWait(1, 5, 60, 1))
+    late.send(E.Digits("1"))
+    late.send(E.QueueLeft("leave", 40))
+    r = late.send(E.Digits("1"))
+    assert not any(isinstance(a, A.RequestCallback) for a in r.actions)
+    assert r.said.startswith("Sorry, we can't call you back at 4 1 5, 5 5 5, 0 1 0 0 before")
+    assert r.actions[-1] == A.Enqueue("billing") and late.state["line"]["queue"] == "billing"
+    again = late.send(E.QueueWait(1, 90, 60, 1))
+    assert not any(isinstance(a, A.OfferCallback) for a in again.actions)  # not offered again
+    # the window opens in 11 hours, long after their turn: they are told when, truthfully
+    morning = Call(support, ADA, wait=720, opens=lambda number, hours, expire_after: 11 * 3600)
+    to_queue(morning)
+    morning.send(E.QueueWait(1, 5, 60, 1))
+    morning.send(E.Digits("1"))
+    morning.send(E.QueueLeft("leave", 40))
+    assert "in about 11 hours" in morning.send(E.Digits("1")).said
 
 
 def test_anonymous_caller_types_a_number_and_hears_it_back(support):
