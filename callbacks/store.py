@@ -91,7 +91,10 @@ if tonumber(f[2] or '0') > now then return {0, 'not due'} end
 if tonumber(f[3] or '0') > 0 and tonumber(f[3]) <= now then return {0, 'expired'} end
 local a = redis.call('HMGET', KEYS[3], 'status', 'reserved_for')
 if a[1] ~= 'available' or (a[2] and a[2] ~= '') then return {0, 'agent not available'} end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+-- Each dial gets a number of its own, never reused (an uncounted attempt gives its count back,
+-- not its number): a stale check of an earlier dial can never match this one.
+local attempt = redis.call('HINCRBY', KEYS[1], 'dials', 1)
 redis.call('HSET', KEYS[1], 'status', 'dialing', 'agent', ARGV[2], 'dial_attempt', attempt,
            'dial_sid', '', 'claimed_at', ARGV[3], 'answered_at', '', 'answered_by', '', 'result', '',
            'attempt_ended_at', '', 'agent_missed', '')
@@ -222,9 +225,9 @@ touch(KEYS[1], KEYS[2], KEYS[3], ARGV[1], redis.call('HGET', KEYS[1], 'status'),
 return 1
 """
 
-NUMBERS = ("v", "enqueued_at", "requested_at", "expires_at", "not_before", "attempts", "max_attempts",
-           "retry_after", "dial_attempt", "claimed_at", "answered_at", "connected_at", "ended_at",
-           "updated_at", "wait_s", "reason_seq", "attempt_ended_at")
+NUMBERS = ("v", "enqueued_at", "requested_at", "expires_at", "not_before", "attempts", "dials",
+           "max_attempts", "retry_after", "dial_attempt", "claimed_at", "answered_at", "connected_at",
+           "ended_at", "updated_at", "wait_s", "reason_seq", "attempt_ended_at")
 JSONS = ("vars", "calling_hours", "zones")
 # The caller's directory record is kept as one short field each (caller_first_name, ...): short
 # values keep the hash in Redis's compact encoding, about half the memory of one JSON field.

@@ -213,6 +213,12 @@ def test_expiry_cancel_and_a_call_that_never_reached_twilio(rt):
     record = cbs.get(c)
     assert record["status"] == "pending" and record["attempts"] == 0  # not counted
     assert rt.agents.get("alice")["status"] == "available"
+    # The next dial has a number of its own: a late check of the lost one (a sweep that read
+    # the record before) cannot put this one back in line while it is being placed.
+    ok, again = cbs.claim(c, "alice", now=T + 71)
+    assert ok and again == attempt + 1 and cbs.get(c)["attempts"] == 1
+    assert not cbs.requeue_lost(c, attempt, now=T + 72)
+    assert cbs.get(c)["status"] == "dialing"
     with pytest.raises(UnknownAgent, match="did you mean 'alice'"):
         rt.agents.set_status("alcie", "busy")
 
