@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .model import AskNode, Flow, Node, QueueNode, SayNode, TransferNode
 from .prompts import prompt_seconds
 
@@ -31,7 +33,17 @@ def _label(flow: Flow, node: Node) -> str:
 
 
 def _clean(text: str) -> str:
-    return text.replace('"', "'")
+    # One line (a folded `if: >` condition has newlines), and no quote to end the label early.
+    return re.sub(r"\s*[\r\n]+\s*", " ", text.replace('"', "'")).strip()
+
+
+# Words Mermaid reads as keywords: a node with such an id breaks the chart, so it gets a prefix.
+_MERMAID_WORDS = {"end", "start", "graph", "flowchart", "subgraph", "style", "class", "classdef",
+                  "click", "linkstyle", "call", "default"}
+
+
+def _mid(node_id: str) -> str:
+    return f"n_{node_id}" if node_id.lower() in _MERMAID_WORDS else node_id
 
 
 def mermaid(flow: Flow) -> str:
@@ -39,13 +51,13 @@ def mermaid(flow: Flow) -> str:
     for node in flow.nodes.values():
         a, b = _MERMAID_SHAPES[node.kind]
         label = _clean(_label(flow, node)).replace("\\n", "<br/>")
-        lines.append(f'  {node.id}{a}"{label}"{b}')
+        lines.append(f'  {_mid(node.id)}{a}"{label}"{b}')
     for node in flow.nodes.values():
         for label, target in node.edges():
             text = _clean(label)
             arrow = f' -->|"{text}"| ' if text and text != "next" else " --> "
-            lines.append(f"  {node.id}{arrow}{target}")
-    lines.append(f"  start((start)) --> {flow.start}")
+            lines.append(f"  {_mid(node.id)}{arrow}{_mid(target)}")
+    lines.append(f"  __start((start)) --> {_mid(flow.start)}")
     return "\n".join(lines) + "\n"
 
 

@@ -124,6 +124,15 @@ def test_diagrams_show_every_edge():
     assert '"main_menu" -> "agent_queue" [label="no input"];' in dot.output
 
 
+def test_diagrams_survive_keyword_node_ids_and_folded_conditions(tmp_path):
+    (tmp_path / "dia.yaml").write_text(
+        "id: dia\nnodes:\n  start:\n    branch:\n      - if: >\n          caller.known\n"
+        "          and caller.plan == 'premium'\n        goto: end\n    else: end\n  end: {hangup: Bye.}\n")
+    out = CliRunner().invoke(cli, ["flows", "diagram", str(tmp_path / "dia.yaml")]).output
+    assert "n_start -->|\"caller.known and caller.plan == 'premium'\"| n_end" in out
+    assert "__start((start)) --> n_start" in out and "\n  end" not in out
+
+
 def test_check_refuses_a_broken_directory_and_duplicate_ids(tmp_path):
     (tmp_path / "people.csv").write_text("phone,name\n+14155550100,Ada\n")
     (tmp_path / "a.yaml").write_text("id: same\ndirectory: people.csv\nnodes:\n  x: {hangup: Bye.}\n")
