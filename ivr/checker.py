@@ -62,6 +62,13 @@ def check_flow(flow: Flow) -> list[Problem]:
             elif node.choices and not unmatched:
                 at(node, f"menu '{node.id}' has no way out when the caller is not understood: "
                    "set no_match.goto", code="no-match-exit")
+            listens = flow.settings.speech != "off" and "speech" in node.input
+            for i, c in enumerate(node.choices):
+                if c.key is None and not listens:
+                    at(node, f"the choice for intent '{c.intent}' has no key, and this menu does not "
+                       "listen for speech (settings.speech: off, or input without speech): no caller "
+                       "can choose it; give it a key", "warning", "unreachable-choice",
+                       sub=(node.kind, "choices", i))
             if not node.choices and not node.next:
                 at(node, f"'{node.id}' asks for input but has no choices and no 'next': where does "
                    "the caller go after answering?", code="dead-end")

@@ -143,3 +143,15 @@ def test_check_refuses_a_broken_directory_and_duplicate_ids(tmp_path):
     assert "missing required column 'first_name'" in result.output
     assert "flow id 'same' is already used by" in result.output
     assert "a.yaml: FAILED (1 error" in result.output and "b.yaml: FAILED (1 error" in result.output
+
+
+def test_a_choice_nobody_can_make_is_a_warning(tmp_path):
+    (tmp_path / "off.yaml").write_text(
+        'id: off\nsettings: {speech: "off", escape: person}\nintents:\n  billing: [billing]\nnodes:\n'
+        "  menu:\n    ask:\n      prompt: Press 1 for a person.\n      choices:\n"
+        "        - {key: 1, label: a person, goto: person}\n        - {intent: billing, goto: person}\n"
+        '  person: {transfer: "+15005550011", next: bye}\n  bye: {hangup: Bye.}\n')
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "off.yaml")])
+    assert result.exit_code == 0  # a warning, not an error
+    assert "off.yaml:11:11: warning: the choice for intent 'billing' has no key" in result.output
+
