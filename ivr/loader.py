@@ -184,7 +184,11 @@ def _translate(src: Source, err: ValidationError) -> Problem:
         want = err.validator_value
         want = [want] if isinstance(want, str) else want
         words = " or ".join(_TYPE_WORDS.get(w, w) for w in want)
-        return src.problem(path, f"expected {words}{where}, got {_describe(err.instance)}",
+        hint = ""
+        if "string" in want and isinstance(err.instance, int) and not isinstance(err.instance, bool):
+            # YAML reads +15005550006 as a number (and drops the +): numbers go in quotes
+            hint = '; put phone numbers and digits in quotes, e.g. "+15005550006"'
+        return src.problem(path, f"expected {words}{where}, got {_describe(err.instance)}{hint}",
                            code="type")
     if err.validator == "enum":
         opts = ", ".join(str(v) for v in err.validator_value)

@@ -101,6 +101,8 @@ def parse(text: str, file: str) -> Source:
             what += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
+        if "'\\t'" in what or "\t" in what:
+            what += "; indent with spaces, not tabs"
         raise FlowError([Problem(file, line, col, f"YAML syntax: {what}", code="yaml")]) from None
     except Exception as exc:  # scanner errors without marks, bad encodings
         raise FlowError([Problem(file, None, None, f"YAML syntax: {exc}", code="yaml")]) from None
