@@ -282,8 +282,10 @@ class CsvDirectory:
 
     def _rows(self, text: str, warnings: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
         first_line = text.split("\n", 1)[0]
-        # Excel in many European locales saves "CSV" with semicolons.
-        delimiter = ";" if ";" in first_line and "," not in first_line else ","
+        # Excel in many European locales saves "CSV" with semicolons; some tools save tabs.
+        delimiter = ","
+        if "," not in first_line:
+            delimiter = ";" if ";" in first_line else "\t" if "\t" in first_line else ","
         # strict: a stray quote that is never closed is an error, not every later row read
         # into one value (a quoted value may still span lines, closed further down).
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)

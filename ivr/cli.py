@@ -159,14 +159,21 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 
 def _directory_problems(flow) -> list[Problem]:
     """The server refuses a flow whose caller directory cannot be read: so does the check."""
+    import logging
+
     from .callers import DirectoryError
     from .simulate import directory_for
 
+    quiet = logging.getLogger("ivr.callers")  # its warnings are printed below, once
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         directory = directory_for(flow, _config().default_region)
     except DirectoryError as exc:
         line, col = flow.source.where(("directory",))
         return [Problem(flow.file, line, col, f"caller directory: {exc}", code="directory")]
+    finally:
+        quiet.setLevel(level)
     warnings = getattr(directory, "warnings", []) or []
     line, col = flow.source.where(("directory",))
     return [Problem(flow.file, line, col, f"caller directory: {w}", "warning", "directory")

@@ -126,6 +126,8 @@ def test_header_names_are_forgiving(tmp_path):
 def test_excel_semicolon_csv(tmp_path):
     path = write(tmp_path / "c.csv", "phone;first_name;last_name\n+14155550100;Ada;Lovelace\n")
     assert CsvDirectory(path).lookup("+14155550100").full_name == "Ada Lovelace"
+    tabs = write(tmp_path / "t.csv", "phone\tfirst_name\tlast_name\n+14155550100\tAda\tLovelace\n")
+    assert CsvDirectory(tabs).lookup("+14155550100").full_name == "Ada Lovelace"
 
 
 def test_directories_satisfy_the_protocol(tmp_path):
