@@ -604,7 +604,8 @@ class _Run:
             said.append(self.say_text(WAIT_IS.format(wait=_duration(est.wait_s))))
         said += self.speak(node.wait_say)
         offered = bool(node.callback and est is not None and est.longer_than(node.callback.offer_after)
-                       and not self.state.get("no_callback"))  # told we cannot call them back
+                       and not self.state.get("no_callback")  # told we cannot call them back
+                       and not self.state.get("pending_cb"))  # one is booked already
         if offered:
             offer = node.callback
             self.cbv = self.callback_vars(node, est)
@@ -817,6 +818,7 @@ class _Run:
             return
         if opens > ((est.wait_s if est is not None else None) or 0):
             self.cbv["when"] = _when(opens)  # the window opens later than their turn comes
+
         said = (self.speak(offer.booked) or [self.say_text(BOOKED.format(
             number=self.cbv["number_spoken"], when=self.cbv["when"]))]) if aloud else []
         since = (s.get("line") or {}).get("since") or self.at

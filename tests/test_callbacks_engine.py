@@ -235,6 +235,11 @@ def test_pending_callback_keep_or_cancel(support):
     r = silent.send(E.NoInput())
     assert not any(isinstance(a, A.CancelCallback) for a in r.actions)
     assert silent.state["node"] == "main_menu"
+    # ...then waits for technical support: no second callback is offered on top of the first
+    silent.est = Estimate(position=4, wait_s=720, agents_available=1)
+    silent.send(E.Digits("3"))
+    r = silent.send(E.QueueWait(1, 5, 60, 1))
+    assert not any(isinstance(a, A.OfferCallback) for a in r.actions)
 
 
 def test_callback_call_carries_what_the_first_call_learned():
