@@ -7,6 +7,7 @@ recognised and answered with the same TwiML instead of running the step twice.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -15,9 +16,19 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from . import actions as A
 
+# The path in front of /voice where the server is published behind a proxy (PUBLIC_URL
+# https://example.com/ivr: "/ivr"), set for each request by the web layer: Twilio resolves
+# the URLs in TwiML against the host, so they must carry it.
+_prefix: ContextVar[str] = ContextVar("ivr_twiml_prefix", default="")
+
+
+def set_prefix(prefix: str) -> None:
+    _prefix.set(prefix.rstrip("/"))
+
 
 def url(path: str, **params: object) -> str:
     query = urlencode({k: v for k, v in params.items() if v is not None})
+    path = _prefix.get() + path
     return f"{path}?{query}" if query else path
 
 
@@ -60,7 +71,7 @@ def render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = No
            stop_stream: str | None = None) -> str:
     """TwiML for the actions of one engine step (see _render)."""
     try:
-        key = (tuple(actions), live, stop_stream is not None)
+        key = (tuple(actions), live, stop_stream is not None, _prefix.get())
         hash(key)
     except TypeError:
         return _render(actions, step, call_sid, live, stop_stream)
@@ -79,7 +90,7 @@ def _template(key: tuple) -> str | None:
     contain a placeholder's text (a number to dial, digits read back), which must stay as is."""
     if any(p in repr(key) for p in (str(_STEP), str(_PREVIOUS), _SID)):
         return None
-    actions, live, stops = key
+    actions, live, stops, _ = key
     return _render(list(actions), _STEP, _SID, live, stream_name(_PREVIOUS) if stops else None)
 
 
@@ -145,13 +156,14 @@ def wait_music(actions: list, hold_music_url: str | None, step: int = 0) -> str:
     wait URL again when this ends, so it loops by itself. A callback offer listens (<Gather>,
     allowed in a waitUrl) through its prompts and the music for the key or words."""
     try:
-        return _wait_music(tuple(actions), hold_music_url, step)
+        return _wait_music(tuple(actions), hold_music_url, step, _prefix.get())
     except TypeError:  # an action that cannot be a cache key
-        return _wait_music.__wrapped__(tuple(actions), hold_music_url, step)
+        return _wait_music.__wrapped__(tuple(actions), hold_music_url, step, _prefix.get())
 
 
 @lru_cache(maxsize=2048)
-def _wait_music(actions: tuple, hold_music_url: str | None, step: int) -> str:
+def _wait_music(actions: tuple, hold_music_url: str | None, step: int, prefix: str) -> str:
+    # `prefix` is in the cache key: url() reads it
     r = VoiceResponse()
     music = False
     for a in actions:
@@ -198,7 +210,7 @@ def apology(fallback_number: str | None, message: str | None = None) -> str:
         r.say("Sorry, nobody could take your call. Please try again later. Goodbye.")
     else:
         r.say(f"{text} Please leave a message after the tone and we will call you back.")
-        r.record(max_length=120, action="/voice/fallback/done", method="POST", play_beep=True)
+        r.record(max_length=120, action=url("/voice/fallback/done"), method="POST", play_beep=True)
     r.hangup()
     return str(r)
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
 
@@ -19,7 +20,7 @@ from . import events as E
 from . import twiml
 from .engine import run
 from .phone import normalize
-from .security import twilio_only, websocket_base
+from .security import public_base, twilio_only, websocket_base
 from .services import Services, caller_context
 
 log = logging.getLogger("ivr.voice")
@@ -32,6 +33,12 @@ ENDED_TTL = 15 * 60  # keep an ended call's state a little while for late webhoo
 
 def services() -> Services:
     return current_app.extensions["ivr"]
+
+
+@bp.before_request
+def _published_path() -> None:
+    """TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's)."""
+    twiml.set_prefix(urlsplit(public_base()).path)
 
 
 def xml(body: str, status: int = 200) -> Response:

@@ -124,6 +124,26 @@ def test_behind_a_proxy_the_url_is_rebuilt_from_forwarded_headers(make_app):
                        headers={"X-Twilio-Signature": signature}).status_code == 403
 
 
+def test_published_under_a_path_every_twiml_url_keeps_it(make_app):
+    """PUBLIC_URL https://support.example.org/ivr: the proxy strips /ivr, and Twilio resolves
+    the URLs in our TwiML against the host, so they must start with /ivr/voice."""
+    client = make_app(public_url="https://support.example.org/ivr/").test_client()
+
+    def post(path, **params):
+        params = {"CallSid": "CA104", **CALLER, **params}
+        signature = sign("https://support.example.org/ivr" + path, params)
+        r = client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+        assert r.status_code == 200, r.data
+        return ET.fromstring(r.data)
+
+    first = post("/voice")
+    assert first.find("Gather").get("action") == "/ivr/voice/gather?s=1"
+    queued = post("/voice/gather?s=1", Digits="1")
+    enqueue = queued.find("Enqueue")
+    assert enqueue.get("action").startswith("/ivr/voice/queue/left?")
+    assert enqueue.get("waitUrl").startswith("/ivr/voice/queue/wait?")
+
+
 def test_validation_off_is_explicit_and_warns(make_app, caplog):
     with caplog.at_level(logging.WARNING, logger="ivr"):
         app = make_app(validate_signatures=False)
