@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .config import Config
+from .config import Config, safe_url
 from .errors import FlowError, Problem
 
 
@@ -19,11 +19,13 @@ def cli() -> None:
     """Support IVR: answer a Twilio number with call flows written as YAML."""
 
 
-def _config() -> Config:
+def _config(data_dir: bool = False) -> Config:
     try:
-        return Config.from_env()
+        cfg = Config.from_env()
+        cfg.check(data_dir)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    return cfg
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     from .server import default_workers
     from .server import serve as run_server
 
-    cfg = _config()
+    cfg = _config(data_dir=True)  # the embedded Redis and the SQLite file live there
     click.echo(f"Serving flows from {cfg.flows_dir.resolve()} on http://{host}:{port}/voice")
     run_server(cfg, host, port, workers or default_workers(), threads)
 
@@ -336,7 +338,7 @@ def worker(burst: bool, queues: tuple[str, ...]) -> None:
     """Run an rq worker for slow jobs (recordings, callbacks), with rq's scheduler."""
     from .worker import run
 
-    run(_config(), list(queues) or None, burst=burst)
+    run(_config(data_dir=True), list(queues) or None, burst=burst)
 
 
 @cli.command()
@@ -350,9 +352,7 @@ def recorder(once: bool) -> None:
     from .store import Store
     from .worker import redis_for
 
-    cfg = _config()
-    if not cfg.database_url:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _config(data_dir=True)
     store = Store(cfg.effective_database_url)
     store.migrate()
     rec = Recorder(redis_for(cfg), store)
@@ -363,7 +363,7 @@ def recorder(once: bool) -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the batch in hand, then exit
-    click.echo(f"recording the step log into {_safe_url(cfg.effective_database_url)} "
+    click.echo(f"recording the step log into {safe_url(cfg.effective_database_url)} "
                "(Ctrl-C to stop)")
     try:
         rec.run(stop)
@@ -384,9 +384,7 @@ def recordings_retry() -> None:
     from .store import Store
     from .worker import redis_for
 
-    cfg = _config()
-    if not cfg.database_url:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _config(data_dir=True)
     store = Store(cfg.effective_database_url)
     store.migrate()
     waiting = store.unprocessed_recordings()
@@ -394,15 +392,6 @@ def recordings_retry() -> None:
     for r in waiting:
         enqueue(connection, r["call_sid"], r["seq"], r["url"], r["flow"] or cfg.default_flow, r["duration_s"])
     click.echo(f"queued {len(waiting)} recording{'s' if len(waiting) != 1 else ''} for `ivr worker`")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "the database"
 
 
 def _attach_optional_groups() -> None:

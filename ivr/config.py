@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -98,6 +98,13 @@ class Config:
         "recordings_retention_days": "IVR_RECORDINGS_RETENTION_DAYS",
     }
 
+    # Smallest sensible values: live state that expires at once would cut every call short.
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        "state_ttl": 60, "callback_ring_timeout": 5, "callback_dial_grace": 5, "callback_sweep_interval": 1,
+        "callback_handle_time": 1, "callback_keep_days": 0, "service_level_s": 1, "retention_days": 0,
+        "recordings_retention_days": 0,
+    }
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
         """Build a Config from environment variables, then apply keyword overrides."""
@@ -120,8 +127,40 @@ class Config:
                 values[name] = Path(raw)
             else:
                 values[name] = raw
+        for name, least in cls.MINIMUMS.items():
+            if name in values and values[name] < least:
+                raise ValueError(f"{cls.ENV[name]} must be at least {least}, got {values[name]}")
         cfg = cls(**values)
         return replace(cfg, **overrides) if overrides else cfg
+
+    def check(self, data_dir: bool = False) -> None:
+        """Problems a command should refuse to start with, as ValueError with a clear message:
+        URLs that cannot be parsed and (with `data_dir`, for commands that keep files there)
+        a data folder that cannot be created."""
+        if self.redis_url:
+            from redis.connection import parse_url
+
+            try:
+                parse_url(self.redis_url)
+            except ValueError as exc:
+                raise ValueError(f"REDIS_URL {self.redis_url!r}: {exc}") from None
+        if self.database_url:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                backend = make_url(self.database_url).get_backend_name()
+            except ArgumentError:
+                raise ValueError(f"DATABASE_URL {self.database_url!r} is not a database URL: write "
+                                 "postgresql://user:password@host/dbname or sqlite:///path/ivr.db") from None
+            if backend not in ("sqlite", "postgresql", "postgres"):
+                raise ValueError(f"DATABASE_URL: unsupported database {backend!r}: use PostgreSQL or SQLite")
+        if data_dir:
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"IVR_DATA_DIR {str(self.data_dir)!r} cannot be created: "
+                                 f"{exc.strerror}") from None
 
     @property
     def sqlite_url(self) -> str:
@@ -135,3 +174,13 @@ class Config:
     def agents_path(self) -> Path:
         """The agents file: IVR_AGENTS_FILE, else agents.yaml in the flows folder."""
         return Path(self.agents_file) if self.agents_file else self.flows_dir / "agents.yaml"
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for logs: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the database"

@@ -96,6 +96,7 @@ class Recorder:
         self.stop_event: threading.Event | None = None
         # True when the last drain could not write to the store (run() backs off).
         self.store_failed = False
+        self._schema_unsure = False
         self._group_ready = False
         # Entries this consumer read but has not acknowledged (a failed batch, or a
         # previous process with the same name) are re-read with ID 0 before new ones.
@@ -277,6 +278,9 @@ class Recorder:
         if not good:
             return [], []
         try:
+            if self._schema_unsure:  # back from an outage: a new database may have no tables yet
+                self.store.migrate()
+                self._schema_unsure = False
             self.store.record([record for _, _, record in good])
             return [entry_id for entry_id, _, _ in good], []
         except BAD_RECORD:
@@ -306,6 +310,7 @@ class Recorder:
     def _store_down(self) -> None:
         log.exception("recorder %s: cannot write to %r; entries stay pending", self.consumer, self.store)
         self.store_failed = True
+        self._schema_unsure = True
         self._own_pending = True
 
     def _finish(self, ids: list[str], dead: list[tuple[str, str, str]]) -> None:

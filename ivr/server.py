@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from .config import Config
+from .config import Config, safe_url
 
 log = logging.getLogger("ivr.server")
 
@@ -34,10 +34,16 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
         config.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("no DATABASE_URL: using SQLite at %s", config.sqlite_url)
 
-    # Migrate once in the master, before any worker writes.
+    # Migrate once in the master, before any worker writes. A database that is down must not
+    # stop calls being answered: the step log waits in Redis, and the workers migrate again.
     from .store import Store
 
-    Store(config.effective_database_url).migrate()
+    try:
+        Store(config.effective_database_url).migrate()
+    except Exception as exc:
+        log.error("could not bring the database at %s up to date (%s); answering calls anyway, "
+                  "the step log waits in Redis until it is back", safe_url(config.effective_database_url),
+                  exc.__class__.__name__)
 
     module, _, attr = app_factory.partition(":")
 

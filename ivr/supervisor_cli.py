@@ -17,9 +17,11 @@ from .config import Config
 
 def _config() -> Config:
     try:
-        return Config.from_env()
+        cfg = Config.from_env()
+        cfg.check(data_dir=not cfg.database_url)  # the SQLite file lives there
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    return cfg
 
 
 def _store(cfg: Config) -> Any:

@@ -133,6 +133,19 @@ def test_database_outage_leaves_entries_pending_then_records_once(r, stream, sto
     down.close()
 
 
+def test_a_database_that_comes_back_empty_gets_its_tables_first(r, stream, tmp_path):
+    """The server started while the database was down, so nothing made its tables: when it is
+    back, the recorder brings the schema up to date before writing what waited in Redis."""
+    append(r, call_records("CA1", steps=2), stream=stream)
+    recorder = Recorder(r, Store(DOWN_URL), stream=stream, consumer="c1")
+    assert recorder.drain() == 0 and pending(r, stream) == 3
+    fresh = Store(f"sqlite:///{tmp_path}/new.db")  # never migrated
+    recorder.store = fresh
+    assert recorder.flush() == 3
+    assert len(fresh.steps("CA1")) == 2 and r.xlen(stream) == 0
+    fresh.close()
+
+
 def test_replay_after_commit_is_stored_once(r, stream, store):
     # A process that committed but died before acknowledging: the entries are
     # recorded again by the next consumer, and the store keeps one copy.

@@ -85,3 +85,19 @@ def test_a_process_that_stops_while_the_intent_model_loads_exits_cleanly(redis_u
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     assert "terminate called" not in done.stderr
+
+
+def test_bad_settings_are_named_at_start_not_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from ivr.cli import cli
+
+    cases = [({"REDIS_URL": "localhost:6379"}, "REDIS_URL 'localhost:6379'"),
+             ({"DATABASE_URL": "mysql://nope"}, "unsupported database 'mysql'"),
+             ({"DATABASE_URL": "nonsense"}, "is not a database URL"),
+             ({"IVR_STATE_TTL": "0"}, "IVR_STATE_TTL must be at least 60"),
+             ({"IVR_DATA_DIR": "/proc/ivr"}, "IVR_DATA_DIR '/proc/ivr' cannot be created")]
+    for env, words in cases:
+        result = CliRunner().invoke(cli, ["recorder", "--once"], env={"IVR_DATA_DIR": str(tmp_path), **env})
+        assert result.exit_code == 2 and words in result.output, (env, result.output)
+        assert "Traceback" not in result.output
