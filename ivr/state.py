@@ -23,15 +23,20 @@ from . import recorder
 
 PREFIX = "ivr:call:"
 
-# KEYS: lock, call hash. ARGV: token, hold ms. -> {0} when busy, else {1, state, step, twiml}
+# KEYS: lock, call hash. ARGV: token, hold ms. -> {0} when busy, else {1, state, step, twiml, v}
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml')
-return {1, v[1], v[2], v[3]}
+local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v')
+return {1, v[1], v[2], v[3], v[4] or '0'}
 """
 
-# KEYS: call hash, lock, stream. ARGV: token, ttl, state, step ('' keeps it), twiml, records...
+# KEYS: call hash, lock, stream.
+# ARGV: token, ttl, state, step ('' keeps it), twiml, version read under the lock ('' none), records...
+# -> 0, writing nothing, when the state changed since this request read it (its lock expired and
+# another request ran the same step meanwhile): only one of them may store the step.
 _SAVE = """
+if ARGV[6] ~= '' and (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[6] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 local fields = {'state', ARGV[3]}
 if ARGV[4] ~= '' then
   table.insert(fields, 'step'); table.insert(fields, ARGV[4])
@@ -39,7 +44,7 @@ if ARGV[4] ~= '' then
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-for i = 6, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
+for i = 7, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
@@ -52,6 +57,10 @@ return 0
 
 class CallBusy(Exception):
     """Another request for the same call held the lock for too long."""
+
+
+class LockLost(Exception):
+    """This request took so long that its lock expired and another request for the call ran."""
 
 
 class CallStates:
@@ -87,8 +96,8 @@ class CallStates:
                 raise CallBusy(call_sid)
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-        self._held.call = {"sid": call_sid, "token": token, "read": _decode(reply[1:]),
-                           "released": False}
+        self._held.call = {"sid": call_sid, "token": token, "read": _decode(reply[1:4]),
+                           "version": _text(reply[4]), "released": False}
         try:
             yield
         finally:
@@ -115,9 +124,11 @@ class CallStates:
         held = self._holding(call_sid)
         args = [held["token"] if held else "", ttl or self.ttl,
                 json.dumps(state, separators=(",", ":")),
-                "" if step is None else str(step), twiml or ""]
+                "" if step is None else str(step), twiml or "", held["version"] if held else ""]
         args += [recorder.encode(r) for r in records]
-        self._save(keys=[self.key(call_sid), self._lock_key(call_sid), self.stream], args=args)
+        if not self._save(keys=[self.key(call_sid), self._lock_key(call_sid), self.stream], args=args):
+            self._held.call = None
+            raise LockLost(call_sid)
         if held is not None:
             held["released"] = True
             self._held.call = None
@@ -133,3 +144,7 @@ def _decode(values) -> tuple[dict | None, int, str | None]:
     if isinstance(twiml, bytes):
         twiml = twiml.decode()
     return json.loads(state), int(step or 0), twiml
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -272,3 +272,40 @@ def test_fail_safe_uses_the_flow_fallback_number(make_app, redis_url):
     redis.Redis.from_url(redis_url).hset("ivr:call:CA115", "state", '{"flow": "support"}')
     root = parse(client.post("/voice/gather?s=1", CallSid="CA115", Digits="1"))
     assert root.find("Dial").text == "+15005550010"
+
+
+def test_a_step_whose_lock_expired_is_not_stored_twice(redis_url):
+    """A request so slow that its lock expired while a retry ran the same step: only one of
+    them stores the state and the step's log records."""
+    import threading
+
+    import redis as redis_lib
+
+    from ivr.state import CallStates, LockLost
+
+    client = redis_lib.Redis.from_url(redis_url)
+    stream = "test:lock:log"
+    client.delete(stream, "ivr:call:CASLOW", "ivr:call:CASLOW:lock")
+    calls = CallStates(client, stream=stream)
+    slow_has_lock, retry_done = threading.Event(), threading.Event()
+    outcome = {}
+
+    def slow():
+        try:
+            with calls.lock("CASLOW", hold_ms=200):
+                slow_has_lock.set()
+                retry_done.wait(5)  # the step takes longer than the lock lasts
+                calls.save("CASLOW", {"by": "slow"}, [{"type": "step", "n": 1}], 1, "<Response/>")
+        except LockLost:
+            outcome["slow"] = "lost"
+
+    t = threading.Thread(target=slow)
+    t.start()
+    slow_has_lock.wait(5)
+    with calls.lock("CASLOW", wait_s=5):  # Twilio's retry, once the lock has expired
+        calls.save("CASLOW", {"by": "retry"}, [{"type": "step", "n": 1}], 1, "<Response/>")
+        retry_done.set()
+        t.join(5)  # the slow request finishes while the retry still holds the lock
+    assert outcome == {"slow": "lost"}
+    assert calls.load("CASLOW")[0] == {"by": "retry"} and client.xlen(stream) == 1
+    client.delete(stream, "ivr:call:CASLOW")
