@@ -100,7 +100,7 @@ class Config:
 
     # Smallest sensible values: live state that expires at once would cut every call short.
     MINIMUMS: ClassVar[dict[str, int]] = {
-        "state_ttl": 60, "callback_ring_timeout": 5, "callback_dial_grace": 5, "callback_sweep_interval": 1,
+        "state_ttl": 60, "callback_ring_timeout": 1, "callback_dial_grace": 1, "callback_sweep_interval": 1,
         "callback_handle_time": 1, "callback_keep_days": 0, "service_level_s": 1, "retention_days": 0,
         "recordings_retention_days": 0,
     }
