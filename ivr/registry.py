@@ -55,6 +55,7 @@ class FlowRegistry:
         self.interval = interval
         self._lock = threading.Lock()
         self._loaded: dict[str, _Loaded] = {}  # by file path
+        self._refused: dict[str, tuple[float, int]] = {}  # new files that failed, by (mtime, size)
         self._checked = 0.0
         self.last_report = LoadReport()
         self.reload(force=True)
@@ -74,6 +75,8 @@ class FlowRegistry:
                 old = self._loaded.get(key)
                 if not force and old and (old.mtime, old.size) == (st.st_mtime, st.st_size):
                     continue
+                if not force and not old and self._refused.get(key) == (st.st_mtime, st.st_size):
+                    continue  # the same broken bytes: said once already
                 try:
                     flow = load_flow(path)
                     self._unique_id(flow, key)
@@ -85,7 +88,15 @@ class FlowRegistry:
                               "\n".join(str(p) for p in exc.errors))
                     if old:  # don't retry the same broken bytes every second
                         old.mtime, old.size = st.st_mtime, st.st_size
+                    else:
+                        self._refused[key] = (st.st_mtime, st.st_size)
                     continue
+                self._refused.pop(key, None)
+                # A renamed file: the flow loaded from its old name gives way to it.
+                for gone in [k for k, v in self._loaded.items()
+                             if k != key and v.flow.id == flow.id and not Path(k).exists()]:
+                    del self._loaded[gone]
+                    log.warning("flow '%s' now comes from %s (%s is gone)", flow.id, key, gone)
                 self._loaded[key] = _Loaded(flow, st.st_mtime, st.st_size, directory)
                 report.loaded.append(flow.id)
                 if old:
@@ -99,7 +110,7 @@ class FlowRegistry:
 
     def _unique_id(self, flow: Flow, key: str) -> None:
         for other_key, other in self._loaded.items():
-            if other_key != key and other.flow.id == flow.id:
+            if other_key != key and other.flow.id == flow.id and Path(other_key).exists():
                 raise FlowError([Problem(key, 1, 1, f"flow id '{flow.id}' is already used by "
                                          f"{other_key}; give each flow its own 'id'", code="dup-id")])
 

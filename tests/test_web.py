@@ -246,6 +246,22 @@ def test_changed_flow_is_reloaded_and_a_broken_one_never_replaces_it(app, twilio
     assert "there is no node 'main_manu' (did you mean 'main_menu'?)" in caplog.text
 
 
+def test_a_renamed_flow_file_keeps_being_served_and_reloaded(app, twilio, flows_dir, caplog):
+    registry = app.extensions["ivr"].registry
+    registry.interval = 0
+    renamed = flows_dir / "support-2026.yaml"
+    (flows_dir / "support.yaml").rename(renamed)
+    renamed.write_text(renamed.read_text().replace("Thanks for calling Northwind Fibre.\"",
+                                                   "Welcome to the renamed line.\""))
+    time.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="ivr.flows"):
+        root = parse(twilio.post("/voice", CallSid="CA114", From="Anonymous", To="+15005550006"))
+        assert said(root).startswith("Welcome to the renamed line.")
+        assert "already used by" not in caplog.text
+    registry.reload()
+    assert registry.get("support").file.endswith("support-2026.yaml")
+
+
 def test_fallback_url_apologises_and_transfers(twilio):
     root = parse(twilio.post("/voice/fallback", CallSid="CA113", ErrorCode="11200",
                              ErrorUrl="https://ivr.example.test/voice"))
