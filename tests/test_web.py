@@ -12,7 +12,7 @@ import redis
 from ivr.recorder import STREAM
 from ivr.store import Store
 
-from .conftest import PUBLIC, Twilio, free_port, sign
+from .conftest import PUBLIC, TOKEN, Twilio, free_port, sign
 
 CALLER = {"From": "+14155550100", "To": "+15005550006"}
 ENDPOINTS = ["/voice", "/voice/gather?s=1", "/voice/queue/wait?s=1", "/voice/queue/left?s=1",
@@ -109,6 +109,17 @@ def test_signature_over_tampered_params_is_rejected(twilio):
     response = twilio.client.post("/voice", data={**params, "From": "+19995550000"},
                                   headers={"X-Twilio-Signature": signature})
     assert response.status_code == 403
+
+
+def test_a_repeated_parameter_is_signed_with_all_its_values(app):
+    from twilio.request_validator import RequestValidator
+    from werkzeug.datastructures import MultiDict
+
+    form = MultiDict([("CallSid", "CA105"), ("From", "+14155550100"), ("To", "+15005550006"),
+                      ("StatusCallbackEvent", "initiated"), ("StatusCallbackEvent", "ringing")])
+    signature = RequestValidator(TOKEN).compute_signature("https://ivr.example.test/voice", form)
+    r = app.test_client().post("/voice", data=form, headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 200
 
 
 def test_behind_a_proxy_the_url_is_rebuilt_from_forwarded_headers(make_app):
