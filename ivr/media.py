@@ -53,6 +53,10 @@ def media(ws) -> None:
                 # The keypad <Gather> is still running, so the caller is not stranded.
                 log.error("media stream for call %s: %s", session.call_sid, exc)
                 break
+            if session.stopped:
+                # Twilio stops a stream once the next answer is playing: the call has moved on
+                # (a key, a timeout), and what vosk still held must not move it again.
+                break
             heard = next((r for r in results if r.text or r.phrase), None)
             if heard is not None:
                 _move_call_on(svc, session, heard)
@@ -71,6 +75,17 @@ def _move_call_on(svc, session, result) -> None:
     step = params.get("step", "")
     call_sid = session.call_sid or ""
     text = result.phrase or result.text
+    try:
+        current = str(svc.calls.load(call_sid)[1]) if call_sid else ""
+    except Exception:  # Redis trouble: the keypad <Gather> still moves the call on
+        log.exception("call %s: could not read the call's state", call_sid)
+        return
+    if not step or current != step:
+        # Only the menu that started this stream may be answered through it: not a call that
+        # has moved on, nor one a stream was started for by anyone else.
+        log.info("call %s: heard %r for step %s, but the call is at step %s; not moved",
+                 call_sid, text, step, current or "none")
+        return
     url = redirect_url(step, text, result.confidence)
     try:
         svc.twilio().calls(call_sid).update(url=url, method="POST")
