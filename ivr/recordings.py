@@ -22,7 +22,7 @@ from .config import Config
 log = logging.getLogger("ivr.recordings")
 
 QUEUE = "recordings"
-_SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+_SID = re.compile(r"[A-Za-z0-9]{2,64}")  # used with fullmatch: no trailing newline either
 
 
 class RecordingError(Exception):
@@ -42,7 +42,7 @@ def enqueue(redis: Redis, call_sid: str, seq: int, url: str, flow_id: str,
 def recording_path(root: Path, call_sid: str, seq: int) -> Path:
     """Where a recording is kept. Names come from the call id and step number only, checked,
     so no request can make the worker write outside `root`."""
-    if not _SID.match(call_sid or ""):
+    if not _SID.fullmatch(call_sid or ""):
         raise RecordingError(f"refusing a recording with an unusual call id {call_sid!r}")
     root = root.resolve()
     path = (root / call_sid / f"{int(seq)}.wav").resolve()
@@ -57,17 +57,32 @@ def download(config: Config, url: str, dest: Path) -> Path:
     from .twilio_rest import media_url
 
     source = media_url(config, url)
-    if not source.endswith((".wav", ".mp3")):
-        source += ".wav"
+    if source.endswith(".mp3"):
+        source = source[: -len(".mp3")]
+    if not source.endswith(".wav"):
+        source += ".wav"  # the recordings folder keeps WAV only: vosk reads it, people can play it
     auth = (config.twilio_account_sid, config.twilio_auth_token) if config.twilio_account_sid else None
     response = requests.get(source, auth=auth, timeout=30)
     if response.status_code != 200:
         raise RecordingError(f"downloading {source} gave HTTP {response.status_code}")
+    if not _is_wav(response.content):
+        # An error page served with 200, say: keeping it would make every retry skip the download.
+        raise RecordingError(f"downloading {source} gave something that is not a WAV file "
+                             f"({response.headers.get('Content-Type', 'no content type')})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".part")
     tmp.write_bytes(response.content)
     tmp.replace(dest)  # a half-written file never looks like a recording
     return dest
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(12)
+
+
+def _is_wav(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
 _services = None
@@ -105,7 +120,7 @@ def process_recording(call_sid: str, seq: int, url: str, flow_id: str,
     svc = _worker_services()
     cfg = svc.config
     path = recording_path(cfg.recordings_dir, call_sid, seq)
-    if not path.exists():
+    if not path.exists() or not _is_wav(_head(path)):
         download(cfg, url, path)
     transcript, intent, confidence = None, None, None
     flow = svc.registry.get(flow_id)

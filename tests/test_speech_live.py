@@ -220,7 +220,7 @@ def test_voicemail_is_downloaded_transcribed_and_routed_by_a_worker(start_server
 
 def test_recordings_cannot_be_written_outside_their_folder(tmp_path):
     assert recording_path(tmp_path, "CA123", 4) == (tmp_path / "CA123" / "4.wav").resolve()
-    for bad in ("../../etc", "CA1/../../x", "", "CA 1"):
+    for bad in ("../../etc", "CA1/../../x", "", "CA 1", "CA123\n"):
         with pytest.raises(RecordingError):
             recording_path(tmp_path, bad, 1)
 
@@ -236,6 +236,20 @@ def test_live_speech_without_a_twilio_account_falls_back_to_twilio_speech(make_a
     root = ET.fromstring(response.data)
     assert root.find("Start") is None  # no media stream nobody could act on
     assert root.find("Gather").get("input") == "dtmf speech"
+
+
+def test_a_download_that_is_not_a_wav_is_not_kept(standin, tmp_path):
+    from ivr.config import Config
+    from ivr.recordings import download
+
+    cfg = Config(twilio_account_sid=ACCOUNT, twilio_auth_token=TOKEN, twilio_api_base_url=standin.url)
+    standin.recordings["RE" + "2" * 32] = b"<html>Service Unavailable</html>"
+    url = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/RE{'2' * 32}.mp3"
+    dest = tmp_path / "CA1" / "1.wav"
+    with pytest.raises(RecordingError, match="not a WAV file"):
+        download(cfg, url, dest)
+    assert not dest.exists()  # so the retry downloads it again
+    assert standin.requests[-1].path.endswith(f"RE{'2' * 32}.wav")  # WAV asked for, not MP3
 
 
 def test_a_flow_without_a_model_falls_back_to_twilio_speech(make_app, flows_dir, caplog):
