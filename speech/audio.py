@@ -143,6 +143,8 @@ def parse_wav(blob: bytes, name: str = "<wav>") -> WavAudio:
         )
     if rate < 8000:
         raise AudioFormatError(f"{name}: sample rate {rate} Hz is below 8000 Hz")
+    if rate > 192_000:  # a broken header: vosk's resampler would abort the process
+        raise AudioFormatError(f"{name}: sample rate {rate} Hz is not a real audio rate")
     if audio_format == _WAVE_FORMAT_PCM and bits == 16:
         if len(data) % 2:
             data = data[:-1]

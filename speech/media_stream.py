@@ -170,18 +170,29 @@ class MediaStreamSession:
     # -- events -------------------------------------------------------------------------------
 
     def _on_start(self, message: dict) -> None:
+        if self.started:
+            raise MediaStreamError("a second 'start' on the same stream")
         start = message.get("start") or {}
         fmt = start.get("mediaFormat") or {}
-        info = StreamInfo(
-            stream_sid=start.get("streamSid") or message.get("streamSid"),
-            call_sid=start.get("callSid"),
-            account_sid=start.get("accountSid"),
-            tracks=list(start.get("tracks") or ["inbound"]),
-            custom_parameters={str(k): str(v) for k, v in (start.get("customParameters") or {}).items()},
-            encoding=str(fmt.get("encoding", MULAW_ENCODING)),
-            sample_rate=int(fmt.get("sampleRate", MULAW_SAMPLE_RATE)),
-            channels=int(fmt.get("channels", 1)),
-        )
+        params = start.get("customParameters") or {}
+        if not isinstance(start, dict) or not isinstance(fmt, dict) or not isinstance(params, dict):
+            raise MediaStreamError("a 'start' message with fields of the wrong type")
+        try:
+            info = StreamInfo(
+                stream_sid=start.get("streamSid") or message.get("streamSid"),
+                call_sid=start.get("callSid"),
+                account_sid=start.get("accountSid"),
+                tracks=list(start.get("tracks") or ["inbound"]),
+                custom_parameters={str(k): str(v) for k, v in params.items()},
+                encoding=str(fmt.get("encoding", MULAW_ENCODING)),
+                sample_rate=int(fmt.get("sampleRate", MULAW_SAMPLE_RATE)),
+                channels=int(fmt.get("channels", 1)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise MediaStreamError(f"a 'start' message with a bad media format: {exc}") from None
+        if info.sample_rate != MULAW_SAMPLE_RATE:  # Twilio streams 8 kHz mu-law, nothing else
+            raise MediaStreamError(f"stream {info.stream_sid}: sample rate {info.sample_rate} Hz "
+                                   f"(expected {MULAW_SAMPLE_RATE})")
         if info.encoding != MULAW_ENCODING:
             raise MediaStreamError(
                 f"stream {info.stream_sid}: unsupported encoding {info.encoding!r} "

@@ -159,6 +159,9 @@ def test_parse_wav_rejects_what_it_cannot_read(tmp_path):
         parse_wav(_riff(alaw, bytes(8)))
     with pytest.raises(AudioFormatError, match="cannot read"):
         read_wav(tmp_path / "missing.wav")
+    broken_rate = struct.pack("<HHIIHH", 1, 1, 0xFFFFFFFF, 0xFFFFFFFF, 2, 16)
+    with pytest.raises(AudioFormatError, match="not a real audio rate"):  # not a vosk abort
+        parse_wav(_riff(broken_rate, bytes(8)))
 
 
 def test_read_wav_of_sox_telephone_audio(audio_dir):
@@ -389,6 +392,15 @@ def test_media_stream_rejects_unusable_messages(ko_model):
     start["start"]["mediaFormat"]["encoding"] = "audio/x-l16"
     with pytest.raises(MediaStreamError, match="unsupported encoding"):
         session.handle(start)
+    for bad in ({"sampleRate": "0"}, {"sampleRate": "8k"}):  # would hang or crash the session
+        start = speechutil.twilio_stream(b"")[1]
+        start["start"]["mediaFormat"].update(bad)
+        with pytest.raises(MediaStreamError):
+            MediaStreamSession(ko_model).handle(start)
+    session = MediaStreamSession(ko_model)
+    session.handle(speechutil.twilio_stream(b"")[1])
+    with pytest.raises(MediaStreamError, match="second 'start'"):
+        session.handle(speechutil.twilio_stream(b"", call_sid="CA" + "9" * 32)[1])
     with pytest.raises(ValueError, match="default language"):
         MediaStreamSession(ModelRegistry())
 
