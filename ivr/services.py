@@ -29,6 +29,12 @@ def intent_matcher(flow: Flow):
 
     specs = {name: IntentSpec(phrases=list(i.phrases), keywords=list(i.keywords))
              for name, i in flow.intents.items()}
+    if not flow.language.lower().startswith("en"):
+        # The meaning model and its off-topic background are English: in other languages it
+        # would route any words with full confidence. Exact phrases and keywords only.
+        log.info("flow '%s' (%s): intents match exact phrases and keywords (the meaning step is "
+                 "English only)", flow.id, flow.language)
+        return build_matcher(specs, "keyword")
     return build_matcher(specs)
 
 

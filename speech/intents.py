@@ -245,7 +245,7 @@ class KeywordMatcher:
         padded = f" {norm} "
         best: dict[str, int] = {}
         for words, name in self._keywords:
-            if f" {' '.join(words)} " in padded:
+            if _occurs(" ".join(words), norm, padded):
                 best[name] = max(best.get(name, 0), len(" ".join(words)))
         if not best:
             return None
@@ -263,6 +263,22 @@ class KeywordMatcher:
         if found is not None:
             return found
         return IntentMatch(None, 0.0, False, "none", text=norm)
+
+
+def _occurs(keyword: str, norm: str, padded: str) -> bool:
+    """Whether a keyword occurs in normalised text: as whole words; in Korean at the start of
+    a word (particles attach to it: 요금 in 요금이); in Chinese, Japanese and Thai, which do not
+    separate words with spaces, anywhere."""
+    if any(_UNSPACED(ch) for ch in keyword):
+        return keyword in norm
+    if any("\uac00" <= ch <= "\ud7a3" or "\u1100" <= ch <= "\u11ff" for ch in keyword):  # (or jamo)
+        return f" {keyword}" in padded
+    return f" {keyword} " in padded
+
+
+def _UNSPACED(ch: str) -> bool:  # noqa: N802 - a character class, read like one
+    return ("\u0e00" <= ch <= "\u0e7f" or "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff"
+            or "\uf900" <= ch <= "\ufaff")
 
 
 # --------------------------------------------------------------------------- tokenizer

@@ -425,3 +425,18 @@ def test_shipped_background_vectors_are_what_the_model_computes():
     assert encoder._shipped_background(texts) is not None, "data/background.npz is stale"
     assert np.allclose(shipped, encoder.encode(texts), atol=1e-5)
     assert encoder._shipped_background([*texts, "one more line"]) is None  # a changed file is noticed
+
+
+def test_a_flow_in_another_language_routes_on_exact_phrases_and_keywords_only():
+    """The meaning model is English: in a Korean flow, off-topic Korean must not be routed."""
+    from ivr.loader import load_flow_text
+    from ivr.services import intent_matcher
+
+    flow = load_flow_text("id: ko\nlanguage: ko-KR\nintents:\n  billing: {phrases: ['요금 문의', '청구서'], "
+                          "keywords: ['요금']}\n  agent: ['상담원 연결해 주세요']\n"
+                          "nodes:\n  bye: {hangup: 안녕히 가세요.}\n", "ko.yaml")
+    matcher = intent_matcher(flow)
+    assert matcher.match("요금 문의").intent == "billing"  # an exact phrase
+    assert matcher.match("이번 달 요금이 이상해요").intent == "billing"  # a keyword in it
+    for off_topic in ("날씨가 좋네요", "안녕하세요", "비밀번호를 잊어버렸어요"):
+        assert matcher.match(off_topic).intent is None, off_topic
