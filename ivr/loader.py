@@ -18,6 +18,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from speech.normalize import normalize
+
 from . import templates
 from .errors import FlowError, Problem, suggest
 from .model import (
@@ -274,6 +276,11 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
             phrases, keywords = spec.get("phrases", []), spec.get("keywords", [])
         if not phrases and not keywords:
             b.error(("intents", name), f"intent '{name}' needs at least one phrase or keyword")
+        for key, items in (("phrases", phrases), ("keywords", keywords)):
+            for i, item in enumerate(items):
+                if isinstance(item, str) and not normalize(item):
+                    where = ("intents", name, i) if isinstance(spec, list) else ("intents", name, key, i)
+                    b.error(where, f"'{item}' has no words a caller could say", code="empty-phrase")
         if name == "fallback":
             b.error(("intents", name), "'fallback' is reserved for speech that matches no intent; "
                     "give this intent another name", key=True, code="reserved")

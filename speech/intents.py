@@ -146,6 +146,8 @@ def _string_list(value: Any, where: str) -> tuple[str, ...]:
             raise ValueError(f"{where}[{i}] must be a string, got {type(item).__name__}")
         if not item.strip():
             raise ValueError(f"{where}[{i}] is empty")
+        if not normalize(item):
+            raise ValueError(f"{where}[{i}] {item!r} has no words a caller could say")
         out.append(item.strip())
     return tuple(out)
 
