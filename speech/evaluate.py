@@ -55,8 +55,12 @@ def load_cases(path: str | Path) -> list[dict[str, str]]:
     """Read JSON-lines cases ``{"text", "route"}``; blank lines are skipped."""
     path = Path(path)
     cases = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -67,7 +71,9 @@ def load_cases(path: str | Path) -> list[dict[str, str]]:
                 raise ValueError(f"{path}:{number}: need an object with a string 'text'")
             if not isinstance(row.get("route"), str):
                 raise ValueError(f"{path}:{number}: need a string 'route'")
-            cases.append({"text": row["text"], "route": row["route"]})
+            cases.append({"text": row["text"], "route": row["route"], "line": number})
+    if not cases:
+        raise ValueError(f"{path}: no cases (one JSON object per line: {{\"text\": ..., \"route\": ...}})")
     return cases
 
 
@@ -105,7 +111,8 @@ def evaluate(
     cases = list(cases)
     for i, case in enumerate(cases):
         if case["route"] != FALLBACK and case["route"] not in specs:
-            raise ValueError(f"case {i + 1} ({case['text']!r}) routes to unknown intent {case['route']!r}")
+            where = f"line {case['line']}" if case.get("line") else f"case {i + 1}"
+            raise ValueError(f"{where} ({case['text']!r}) routes to unknown intent {case['route']!r}")
     build_ms = None
     if matcher is None:
         started = time.perf_counter()

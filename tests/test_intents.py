@@ -145,6 +145,21 @@ def test_load_cases_reports_line_numbers(tmp_path: Path) -> None:
         load_cases(path)
 
 
+def test_case_files_that_say_nothing_useful_are_errors_with_their_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="no cases"):
+        load_cases(empty)
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"text": "hi", "route": "fallback"}\n\xff\xfe\n')
+    with pytest.raises(ValueError, match="binary.jsonl:2: not UTF-8"):
+        load_cases(binary)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text('\n\n{"text": "hi", "route": "bilings"}\n')
+    with pytest.raises(ValueError, match="line 3 .* unknown intent 'bilings'"):
+        evaluate({"billing": ["my bill"]}, load_cases(unknown), kind="keyword")
+
+
 # --------------------------------------------------------------------------- keyword matcher
 
 
