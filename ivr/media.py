@@ -9,13 +9,14 @@ Twilio's own recognizer had heard them.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from urllib.parse import urlencode
 
 from flask import current_app
 from flask_sock import Sock
 
-from .security import is_valid_websocket, public_base
+from .security import is_valid_websocket, public_base, stream_token
 
 log = logging.getLogger("ivr.media")
 
@@ -79,6 +80,11 @@ def _move_call_on(svc, session, result) -> None:
         current = str(svc.calls.load(call_sid)[1]) if call_sid else ""
     except Exception:  # Redis trouble: the keypad <Gather> still moves the call on
         log.exception("call %s: could not read the call's state", call_sid)
+        return
+    token = svc.config.twilio_auth_token
+    if not hmac.compare_digest(params.get("token", ""), stream_token(token, call_sid, step)):
+        log.warning("call %s: a media stream without this server's token for step %s; not moved",
+                    call_sid, step)
         return
     if not step or current != step:
         # Only the menu that started this stream may be answered through it: not a call that

@@ -6,6 +6,7 @@ from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from functools import lru_cache, wraps
@@ -95,3 +96,11 @@ def twilio_only(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def stream_token(auth_token: str, call_sid: str, step: int | str) -> str:
+    """What a Media Stream carries to show it was started by this server for this call's step:
+    Twilio signs a stream's URL only, the same for every stream, so that signature alone
+    could be replayed to answer any call's menu."""
+    message = f"{call_sid}:{step}".encode()
+    return hmac.new((auth_token or "").encode(), message, hashlib.sha256).hexdigest()[:32]

@@ -56,6 +56,7 @@ class LiveSpeech:
 
     url: str
     language: str
+    token: str = ""  # proves to /voice/media that this server started the stream for this step
 
 
 def stream_name(step: int) -> str:
@@ -75,8 +76,8 @@ def render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = No
         hash(key)
     except TypeError:
         return _render(actions, step, call_sid, live, stop_stream)
-    if stop_stream is not None and stop_stream != stream_name(step - 1):
-        return _render(actions, step, call_sid, live, stop_stream)
+    if (stop_stream is not None and stop_stream != stream_name(step - 1)) or (live and live.token):
+        return _render(actions, step, call_sid, live, stop_stream)  # one of a kind: not cached
     template = _template(key)
     if template is None:
         return _render(actions, step, call_sid, live, stop_stream)
@@ -111,6 +112,8 @@ def _render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = N
                 stream = r.start().stream(name=stream_name(step), url=live.url, track="inbound_track")
                 stream.parameter(name="step", value=str(step))
                 stream.parameter(name="language", value=live.language)
+                if live.token:
+                    stream.parameter(name="token", value=live.token)
                 stream.parameter(name="phrases", value=json.dumps(list(a.hints[:60]), ensure_ascii=False))
                 inputs = [i for i in inputs if i != "speech"] or ["dtmf"]
             kwargs: dict = dict(

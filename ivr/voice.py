@@ -20,7 +20,7 @@ from . import events as E
 from . import twiml
 from .engine import run
 from .phone import normalize
-from .security import public_base, twilio_only, websocket_base
+from .security import public_base, stream_token, twilio_only, websocket_base
 from .services import Services, caller_context
 
 log = logging.getLogger("ivr.voice")
@@ -135,7 +135,8 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 live = None
                 current = svc.registry.get(result.state.get("flow")) or flow  # after a goto_flow
                 if svc.vosk_available(current):
-                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", current.language)
+                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", current.language,
+                                            stream_token(cfg.twilio_auth_token, sid, step))
                 previous = twiml.stream_name(last_step)
                 stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
                 body = twiml.render(result.actions, step, sid, live, stop)

@@ -144,30 +144,39 @@ def test_caller_speaks_to_vosk_over_a_media_stream(start_server, live_env, stand
     assert '<Stop><Stream name="ivr-1" /></Stop>' in routed.text
 
 
-def test_a_stream_never_moves_a_call_that_has_moved_on(start_server, live_env, standin, tmp_path):
-    """The caller pressed a key while speaking: the call is at the next step when vosk hears the
-    words (or Twilio's `stop` flushes them), and the stream must not send it back."""
-    base = start_server(live_env)
-    sid = "CA" + "7" * 32
-    first = ET.fromstring(post(base, "/voice", CallSid=sid, From="+14155550100", To="+15005550020").text)
-    stream = first.find("Start/Stream")
-    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    moved = post(base, "/voice/gather?s=1", CallSid=sid, Digits="1")  # billing, by keypad
-    assert ET.fromstring(moved.text).find("Enqueue").text == "billing"
-    audio = mulaw_silence(0.5) + synthesise_mulaw("해지", tmp_path) + mulaw_silence(1.0)
-    ws_url = stream.get("url")
+def _stream_words(ws_url: str, audio: bytes, sid: str, params: dict) -> None:
+    """Send a whole stream as Twilio does, until the server has heard enough and closes it."""
     ws = Client.connect(ws_url, headers={"X-Twilio-Signature": sign(ws_url, {})})
     try:
         for message in twilio_stream(audio, call_sid=sid, account_sid=ACCOUNT, custom_parameters=params):
             ws.send(json.dumps(message))
-        for _ in range(60):  # the server closes the stream once it has heard the words
+        for _ in range(60):
             ws.receive(timeout=0.5)
     except ConnectionClosed:
         pass
     finally:
         if ws.connected:
             ws.close()
-    assert standin.wait_for(lambda r: r.method == "POST" and "/Calls/" in r.path, timeout=1) is None
+
+
+def test_a_stream_only_answers_the_menu_that_started_it(start_server, live_env, standin, tmp_path):
+    """Twilio signs only a stream's URL, the same for every stream: a stream without this
+    server's token for the call's step, or for a call that has moved on (a key pressed while
+    speaking, then Twilio's `stop`), must not move the call."""
+    base = start_server(live_env)
+    sid = "CA" + "7" * 32
+    first = ET.fromstring(post(base, "/voice", CallSid=sid, From="+14155550100", To="+15005550020").text)
+    stream = first.find("Start/Stream")
+    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert len(params["token"]) == 32
+    audio = mulaw_silence(0.5) + synthesise_mulaw("해지", tmp_path) + mulaw_silence(1.0)
+    moved_on = lambda r: r.method == "POST" and "/Calls/" in r.path  # noqa: E731
+    _stream_words(stream.get("url"), audio, sid, {**params, "token": "0" * 32})  # replayed or forged
+    assert standin.wait_for(moved_on, timeout=1) is None
+    moved = post(base, "/voice/gather?s=1", CallSid=sid, Digits="1")  # billing, by keypad
+    assert ET.fromstring(moved.text).find("Enqueue").text == "billing"
+    _stream_words(stream.get("url"), audio, sid, params)  # the real stream, now too late
+    assert standin.wait_for(moved_on, timeout=1) is None
 
 
 def test_media_stream_without_signature_is_refused(start_server, live_env, standin):
