@@ -202,7 +202,7 @@ def dispatch_queue(rt: Runtime, queue: str, now: float | None = None) -> list[st
         ok, got = False, None
         while free and not ok:
             agent = free.pop(0)
-            attempt = int(record.get("attempts") or 0) + 1
+            attempt = int(record.get("dials") or 0) + 1  # the number the claim will give this dial
             # The watchdog exists before the claim does, so a claim can never be orphaned.
             rt.queue().enqueue_in(timedelta(seconds=rt.config.callback_dial_grace), check_dial,
                                   record["id"], attempt, result_ttl=0, failure_ttl=FAILURE_TTL,

@@ -812,6 +812,8 @@ class _Run:
             # Nobody may call them before the request expires (late evening where they are):
             # no promise we cannot keep; they keep their place in the queue instead.
             self.step(node, "callback_refused", detail={"number": cb["number"], "why": "calling_hours"})
+            if not aloud:  # they hung up (after recording a reason): nobody to put back in line
+                return
             self.actions.append(self.say_text(NO_CALLING_TIME.format(number=self.cbv["number_spoken"])))
             s["no_callback"] = True
             self.goto(node.id)

@@ -528,20 +528,14 @@ def _check_dialable(b: _Builder, path: tuple, value: str, what: str, sip: bool =
                 f"\"+14155550100\" (in quotes){' or a sip: address' if sip else ''}", code="bad-number")
 
 
-_JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
-_HOURS_REF = re.compile(r"\bhours\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
-
-
 def _check_hours_in_templates(b: _Builder, flow: Flow, broken: set[str]) -> None:
     """`hours.<name>` in a template or condition must name business hours of this flow: an
     unknown name is silently empty and false at run time (the line never 'opens')."""
     for path, text in b.texts:
-        for code in _JINJA_CODE.findall(text):
-            for m in _HOURS_REF.finditer(code):
-                name = m.group(1) or m.group(2)
-                if name not in flow.hours and name not in broken:
-                    b.error(path, f"no business hours named '{name}' under 'hours'"
-                            f"{suggest(name, flow.hours)}", code="missing-hours")
+        for name in templates.hours_names(text):
+            if name not in flow.hours and name not in broken:
+                b.error(path, f"no business hours named '{name}' under 'hours'"
+                        f"{suggest(name, flow.hours)}", code="missing-hours")
 
 
 def _check_condition(b: _Builder, flow: Flow, path: tuple, cond: Any, broken: set[str]) -> None:

@@ -96,7 +96,11 @@ def warm(config: Config) -> None:
 
     svc = Services(config)
     svc.warmup.join()  # a fork while the intent model loads in a thread would crash the worker
-    svc.migrate()
+    try:
+        svc.migrate()
+    except Exception as exc:  # callbacks must still be dialled; recording jobs retry later
+        log.error("could not bring the database up to date (%s); recording jobs will fail and be "
+                  "retried until it is back", exc.__class__.__name__)
     for language in sorted({f.language for f in svc.registry.flows.values()}):
         if svc.vosk_models.is_available(language):
             svc.vosk_models.get(language)

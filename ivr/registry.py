@@ -55,7 +55,7 @@ class FlowRegistry:
         self.interval = interval
         self._lock = threading.Lock()
         self._loaded: dict[str, _Loaded] = {}  # by file path
-        self._refused: dict[str, tuple[float, int]] = {}  # new files that failed, by (mtime, size)
+        self._refused: dict[str, str] = {}  # new files that failed: the errors last logged
         self._checked = 0.0
         self.last_report = LoadReport()
         self.reload(force=True)
@@ -75,8 +75,6 @@ class FlowRegistry:
                 old = self._loaded.get(key)
                 if not force and old and (old.mtime, old.size) == (st.st_mtime, st.st_size):
                     continue
-                if not force and not old and self._refused.get(key) == (st.st_mtime, st.st_size):
-                    continue  # the same broken bytes: said once already
                 try:
                     flow = load_flow(path)
                     self._unique_id(flow, key)
@@ -84,12 +82,14 @@ class FlowRegistry:
                 except FlowError as exc:
                     report.failed[key] = exc.problems
                     kept = f"; still serving the version loaded before ({old.flow.digest})" if old else ""
-                    log.error("flow file %s failed its check and was NOT loaded%s:\n%s", key, kept,
-                              "\n".join(str(p) for p in exc.errors))
+                    errors = "\n".join(str(p) for p in exc.errors)
                     if old:  # don't retry the same broken bytes every second
                         old.mtime, old.size = st.st_mtime, st.st_size
-                    else:
-                        self._refused[key] = (st.st_mtime, st.st_size)
+                    elif self._refused.get(key) == errors:
+                        continue  # a new file still refused for the same reasons: said already
+                    else:  # tried again each time: what refused it may be another file
+                        self._refused[key] = errors
+                    log.error("flow file %s failed its check and was NOT loaded%s:\n%s", key, kept, errors)
                     continue
                 self._refused.pop(key, None)
                 # A renamed file: the flow loaded from its old name gives way to it.

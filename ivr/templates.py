@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError
+from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 _env = SandboxedEnvironment(
@@ -49,6 +49,23 @@ def _compile_expr(text: str):
         return _env.compile_expression(text, undefined_to_none=True)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"expression error: {exc.message}", exc.lineno) from None
+
+
+def hours_names(text: str) -> list[str]:
+    """The business-hours names a template reads (`hours.support`, `hours['support']`); none
+    when it does not parse (that error is reported by `check`)."""
+    try:
+        tree = _env.parse(text)
+    except TemplateSyntaxError:
+        return []
+    names = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "hours":
+            if isinstance(node, nodes.Getattr):
+                names.append(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                names.append(node.arg.value)
+    return names
 
 
 def check(text: str) -> None:

@@ -360,3 +360,18 @@ def test_calling_window_is_the_callers_local_time():
     # default: 08:00-21:00 every day
     assert window.is_open(None, ["America/Los_Angeles"], datetime(2026, 11, 24, 17, 0, tzinfo=UTC))
     assert not window.is_open(None, ["America/Los_Angeles"], datetime(2026, 11, 24, 14, 0, tzinfo=UTC))
+
+
+def test_hanging_up_after_the_reason_when_no_callback_is_possible_ends_the_call_there(support):
+    call = Call(support, ADA, wait=720, opens=lambda number, hours, expire_after: None)
+    call.send(E.CallStarted("CA1", "+14155550100", "+15005550006", ADA))
+    call.send(E.Digits("3"))  # technical support asks for a reason
+    call.send(E.QueueWait(1, 5, 60, 1))
+    call.send(E.Digits("1"))
+    call.send(E.QueueLeft("leave", 40))
+    r = call.send(E.Digits("1"))  # confirms the number; now the reason
+    assert isinstance(r.actions[-1], A.Record)
+    ended = call.send(E.HangUp("completed", 80))
+    events = [s["event"] for s in ended.steps]
+    assert "callback_refused" in events and "enter" not in events  # not put back in line
+    assert ended.ended["outcome"] == "abandoned"

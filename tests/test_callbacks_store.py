@@ -322,6 +322,12 @@ def test_twilio_errors_are_retried_or_fail_the_callback_with_twilios_reason(rt, 
     assert rt.agents.get("alice")["status"] == "available"
     standin.fail_with, standin.fail_code = 400, 21210  # our caller ID is not verified: our fault
     assert dispatch_queue(rt, "billing", now=record["not_before"]) == [cid]
+    # the watchdog of each dial watches that dial's own number, however many were uncounted
+    from rq.registry import ScheduledJobRegistry
+
+    scheduled = ScheduledJobRegistry(queue=rt.queue())
+    watched = {rt.queue().fetch_job(j).description for j in scheduled.get_job_ids()}
+    assert {f"watchdog {cid}/1", f"watchdog {cid}/2"} <= watched
     record = cbs.get(cid)
     assert record["status"] == "pending" and record["result"] == "not-configured" and record["attempts"] == 0
     assert record["not_before"] == pytest.approx(datetime.now(UTC).timestamp() + 60, abs=5)

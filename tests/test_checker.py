@@ -155,3 +155,13 @@ def test_a_choice_nobody_can_make_is_a_warning(tmp_path):
     assert result.exit_code == 0  # a warning, not an error
     assert "off.yaml:11:11: warning: the choice for intent 'billing' has no key" in result.output
 
+
+
+def test_hours_in_words_are_not_hours_names(tmp_path):
+    """Only `hours.<name>` read by a template counts, not the word in a sentence it says."""
+    (tmp_path / "words.yaml").write_text(
+        "id: words\nhours:\n  main: {timezone: America/New_York, open: {mon-fri: '09:00-17:00'}}\nnodes:\n"
+        "  hi:\n    hangup: \"{{ 'Sorry, we are closed outside business hours. Please call back.' "
+        "if not hours.main.open else 'Hello.' }}\"\n")
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "words.yaml")])
+    assert result.exit_code == 0, result.output

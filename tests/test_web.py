@@ -336,3 +336,20 @@ def test_a_step_whose_lock_expired_is_not_stored_twice(redis_url):
     assert outcome == {"slow": "lost"}
     assert calls.load("CASLOW")[0] == {"by": "retry"} and client.xlen(stream) == 1
     client.delete(stream, "ivr:call:CASLOW")
+
+
+def test_a_new_flow_refused_for_its_directory_loads_once_the_directory_is_fixed(tmp_path, caplog):
+    from ivr.registry import FlowRegistry
+
+    (tmp_path / "people.csv").write_text("phone,name\n+14155550100,Ada\n")  # no first_name column
+    (tmp_path / "sales.yaml").write_text("id: sales\ndirectory: people.csv\nnodes:\n  x: {hangup: Bye.}\n")
+    with caplog.at_level(logging.ERROR, logger="ivr.flows"):
+        registry = FlowRegistry(tmp_path, interval=0)
+        registry.reload()
+        registry.reload()
+    assert registry.get("sales") is None
+    assert caplog.text.count("failed its check") == 1  # said once, not on every check
+    time.sleep(0.01)
+    (tmp_path / "people.csv").write_text("phone,first_name\n+14155550100,Ada\n")
+    registry.reload()
+    assert registry.get("sales") is not None
