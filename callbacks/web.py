@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -102,8 +103,10 @@ def line_zone(flow: Any) -> str:
     return next((h.timezone.key for h in getattr(flow, "hours", {}).values()), "UTC")
 
 
-def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, result: Any, flow: Any) -> None:
-    """Carry out the callback actions of one engine step, then sync the line.
+def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, result: Any,
+               flow: Any) -> LineChange:
+    """Carry out the callback actions of one engine step; return the change to the caller's
+    place in the line, which the webhook saves together with the call state.
 
     A booking that fails raises: the caller must not hear "we'll call you back" unless the
     callback is stored, so the webhook then fails safe (an apology and a person).
@@ -124,7 +127,7 @@ def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, res
     if (isinstance(event, E.TransferEnded) and callback.get("id")
             and event.status not in ("completed", "answered")):
         rt.callbacks.note(callback["id"], "agent_missed", event.status)
-    sync_line(rt, call_sid, old, state)
+    return line_change(call_sid, old, state)
 
 
 def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flow: Any) -> str:
@@ -147,20 +150,37 @@ def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flo
     return cid
 
 
-def sync_line(rt: Runtime, call_sid: str, old: dict | None, new: dict) -> None:
+@dataclass(frozen=True)
+class LineChange:
+    """Redis commands that keep a caller's place in a queue's line in step with the call
+    state. They run in the script that saves the state (ivr/state.py), so the two always
+    agree and cost no round trip of their own."""
+
+    commands: list[list[str | float]] = field(default_factory=list)
+    left: str | None = None  # the queue the caller stopped holding a place in
+
+    def saved(self, rt: Runtime, replies: list[Any]) -> None:
+        """After the save: a caller who left a line may let a waiting callback be next."""
+        if self.left and replies and replies[1]:  # replies: ZREM, ZCARD of the active callbacks
+            request_dispatch(rt.redis, [self.left])
+
+
+def line_change(call_sid: str, old: dict | None, new: dict) -> LineChange:
     """Join the line when the call enters a queue, leave it when it stops holding a place."""
     before, after = (old or {}).get("line"), new.get("line")
     if before == after:
-        return
+        return LineChange()
     member = keys.live_member(call_sid)
+    commands: list[list[str | float]] = []
+    left = None
     if before and (not after or after.get("queue") != before.get("queue")):
-        pipe = rt.redis.pipeline(transaction=False)  # one round trip on every hang-up in a queue
-        pipe.zrem(keys.line(before["queue"]), member)
-        pipe.zcard(keys.ACTIVE)
-        if pipe.execute()[-1]:  # a callback behind may now be next (if any are waiting)
-            request_dispatch(rt.redis, [before["queue"]])
+        left = before["queue"]
+        commands += [["ZREM", keys.line(left), member], ["ZCARD", keys.ACTIVE]]
     if after:
-        line.join(rt.redis, after["queue"], member, after["since"])
+        # NX: a caller already in the line keeps their first place
+        commands += [["ZADD", keys.line(after["queue"]), "NX", line.epoch(after["since"]), member],
+                     ["SADD", keys.LINES, after["queue"]]]
+    return LineChange(commands, left)
 
 
 # -- the callback call ------------------------------------------------------------------------

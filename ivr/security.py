@@ -6,6 +6,7 @@ from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -62,26 +63,33 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
+def signature(token: str, url: str, params: Any) -> str:
+    """Twilio's X-Twilio-Signature for a request: HMAC-SHA1 of the URL followed by every
+    parameter's name and value, names sorted (and a repeated name's values sorted), in base64.
+    The same as twilio's RequestValidator.compute_signature, at a fraction of its CPU, which
+    counts on every webhook."""
+    text = [url]
+    for name in sorted(params):
+        values = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
+        text += [name + value for value in (values if len(values) == 1 else sorted(set(values)))]
+    digest = hmac.new(token.encode(), "".join(text).encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
 def is_valid() -> bool:
     cfg = current_app.config["IVR"]
     if not cfg.validate_signatures:
         return True
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not cfg.twilio_auth_token:
+    given = request.headers.get("X-Twilio-Signature", "")
+    if not given or not cfg.twilio_auth_token:
         return False
-    params: Any = {}
-    if request.method == "POST":
-        form = request.form
-        # A plain dict is much cheaper for the validator; a repeated parameter needs all its
-        # values, which Twilio signs too.
-        params = form if any(len(v) > 1 for v in form.listvalues()) else form.to_dict(flat=True)
-    validator = _validator(cfg.twilio_auth_token)
+    params: Any = request.form if request.method == "POST" else {}
     url = public_url()
     # One HMAC for the URL as rebuilt; the library's full check (which also tries the URL with
     # and without a port) only when that does not match.
-    if hmac.compare_digest(validator.compute_signature(url, params), signature):
+    if hmac.compare_digest(signature(cfg.twilio_auth_token, url, params), given):
         return True
-    return validator.validate(url, params, signature)
+    return _validator(cfg.twilio_auth_token).validate(url, params, given)
 
 
 def twilio_only(view):

@@ -6,47 +6,67 @@ the state and the step log never disagree. A per-call lock keeps two webhooks fo
 call (Twilio retrying a slow answer) from running a step at the same time.
 
 A webhook costs two round trips: one script takes the lock and reads the state, another
-writes the state, its log records and the answer and releases the lock.
+writes the state, its log records, the answer and any other change that must go with them
+(a caller's place in a queue's line) and releases the lock. Both run on a connection each
+thread keeps for itself: redis-py's pool checkout and retry wrapper cost more CPU than the
+script does, on every webhook. Both scripts can be sent again after a lost connection.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-import uuid
+from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import redis
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from . import recorder
 
 PREFIX = "ivr:call:"
 
 # KEYS: lock, call hash. ARGV: token, hold ms. -> {0} when busy, else {1, state, step, twiml, v}
+# (A lock already holding this token was taken by this request before its connection broke.)
 _ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+   and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v')
 return {1, v[1], v[2], v[3], v[4] or '0'}
 """
 
 # KEYS: call hash, lock, stream.
-# ARGV: token, ttl, state, step ('' keeps it), twiml, version read under the lock ('' none), records...
-# -> 0, writing nothing, when the state changed since this request read it (its lock expired and
-# another request ran the same step meanwhile): only one of them may store the step.
+# ARGV: token, ttl, state, step ('' keeps it), twiml, version read under the lock ('' none),
+# commands (a JSON list of Redis commands to run with the save, '' none), records...
+# -> {0}, writing nothing, when the state changed since this request read it (its lock expired
+# and another request ran the same step meanwhile): only one of them may store the step.
+# Else {1, the commands' replies...}; {2} when this request had already stored it (the reply was
+# lost with its connection).
 _SAVE = """
-if ARGV[6] ~= '' and (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[6] then return 0 end
+if ARGV[6] ~= '' and (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[6] then
+  if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'by') == ARGV[1] then return {2} end
+  return {0}
+end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-local fields = {'state', ARGV[3]}
+local fields = {'state', ARGV[3], 'by', ARGV[1]}
 if ARGV[4] ~= '' then
   table.insert(fields, 'step'); table.insert(fields, ARGV[4])
   table.insert(fields, 'twiml'); table.insert(fields, ARGV[5])
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-for i = 7, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
+for i = 8, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
+local replies = {1}
+if ARGV[7] ~= '' then
+  for _, command in ipairs(cjson.decode(ARGV[7])) do
+    table.insert(replies, redis.call(unpack(command)))
+  end
+end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
+return replies
 """
 
 _RELEASE = """
@@ -63,14 +83,62 @@ class LockLost(Exception):
     """This request took so long that its lock expired and another request for the call ran."""
 
 
+class Scripts:
+    """Lua scripts run on one connection per thread (and process), made like the client's own.
+
+    Checking a connection out of redis-py's pool (a poll for stale data, locks) and its retry
+    wrapper cost about 120 us of CPU per command, more than the work: a webhook runs two
+    scripts, so these skip both. A connection that breaks is dropped and the script sent once
+    more on a new one; callers make their scripts safe to run twice.
+    """
+
+    def __init__(self, client: redis.Redis):
+        pool = client.connection_pool
+        self._new = lambda: pool.connection_class(**pool.connection_kwargs)
+        self._local = threading.local()
+        self._shas: dict[str, str] = {}
+
+    def register(self, script: str) -> str:
+        from hashlib import sha1
+
+        sha = sha1(script.encode()).hexdigest()
+        self._shas[sha] = script
+        return sha
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():  # never share a socket with a parent
+            conn = self._local.conn = self._new()
+            self._local.pid = os.getpid()
+        return conn
+
+    def run(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                try:
+                    conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+                    return conn.read_response()
+                except NoScriptError:  # a restarted or flushed Redis: send the script itself
+                    conn.send_command("EVAL", self._shas[sha], len(keys), *keys, *args)
+                    return conn.read_response()
+            except (ConnectionError, TimeoutError, OSError):
+                conn.disconnect()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
 class CallStates:
     def __init__(self, client: redis.Redis, ttl: int = 4 * 3600, stream: str = recorder.STREAM):
         self.redis = client
         self.ttl = ttl
         self.stream = stream
-        self._acquire = client.register_script(_ACQUIRE)
-        self._save = client.register_script(_SAVE)
-        self._release = client.register_script(_RELEASE)
+        self.scripts = Scripts(client)
+        self._acquire = self.scripts.register(_ACQUIRE)
+        self._save = self.scripts.register(_SAVE)
+        self._release = self.scripts.register(_RELEASE)
         self._held = threading.local()  # what this thread read when it took a call's lock
 
     @staticmethod
@@ -85,11 +153,11 @@ class CallStates:
     def lock(self, call_sid: str, wait_s: float = 8.0, hold_ms: int = 10_000):
         """Hold the call's lock; wait for a concurrent request rather than run twice."""
         key = self._lock_key(call_sid)
-        token = uuid.uuid4().hex
+        token = os.urandom(12).hex()
         deadline = time.monotonic() + wait_s
         delay = 0.005
         while True:
-            reply = self._acquire(keys=[key, self.key(call_sid)], args=[token, hold_ms])
+            reply = self.scripts.run(self._acquire, [key, self.key(call_sid)], [token, hold_ms])
             if reply[0]:
                 break
             if time.monotonic() > deadline:
@@ -104,7 +172,7 @@ class CallStates:
             held = getattr(self._held, "call", None)
             self._held.call = None
             if held and not held["released"]:
-                self._release(keys=[key], args=[token])
+                self.scripts.run(self._release, [key], [token])
 
     def _holding(self, call_sid: str) -> dict | None:
         held = getattr(self._held, "call", None)
@@ -118,20 +186,26 @@ class CallStates:
         return _decode(self.redis.hmget(self.key(call_sid), "state", "step", "twiml"))
 
     def save(self, call_sid: str, state: dict, records: list[dict], step: int | None = None,
-             twiml: str | None = None, ttl: int | None = None) -> None:
-        """Store the new state (and the answer for `step`) with the step's log records, and
-        release the call's lock if this thread holds it, all in one atomic script."""
+             twiml: str | None = None, ttl: int | None = None,
+             commands: Sequence[Sequence[str | int | float]] = ()) -> list[Any]:
+        """Store the new state (and the answer for `step`) with the step's log records, run
+        `commands` (other Redis writes that belong to the step), and release the call's lock
+        if this thread holds it, all in one atomic script. Returns the commands' replies."""
         held = self._holding(call_sid)
         args = [held["token"] if held else "", ttl or self.ttl,
                 json.dumps(state, separators=(",", ":")),
-                "" if step is None else str(step), twiml or "", held["version"] if held else ""]
+                "" if step is None else str(step), twiml or "", held["version"] if held else "",
+                json.dumps([[str(a) for a in c] for c in commands]) if commands else ""]
         args += [recorder.encode(r) for r in records]
-        if not self._save(keys=[self.key(call_sid), self._lock_key(call_sid), self.stream], args=args):
+        reply = self.scripts.run(self._save, [self.key(call_sid), self._lock_key(call_sid), self.stream],
+                                 args)
+        if not reply[0]:
             self._held.call = None
             raise LockLost(call_sid)
         if held is not None:
             held["released"] = True
             self._held.call = None
+        return list(reply[1:])
 
     def log(self, records: list[dict]) -> None:
         recorder.append(self.redis, records, self.stream)

@@ -79,13 +79,18 @@ def _context(svc: Services, sid: str, flow):
     return dataclasses.replace(ctx, **hooks(rt, sid, flow))
 
 
-def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow) -> None:
-    """Book or cancel callbacks the engine asked for, and keep the caller's place in line."""
-    rt = svc.callbacks
-    if rt is not None:
-        from callbacks.web import after_step
+def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow):
+    """Book or cancel callbacks the engine asked for; returns the change to the caller's
+    place in line, for `_save` to store with the state."""
+    from callbacks.web import after_step
 
-        after_step(rt, sid, event, state, result, flow)
+    return after_step(svc.callbacks, sid, event, state, result, flow)
+
+
+def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwargs) -> None:
+    """Store the step: state, log records, answer and the caller's place in line, at once."""
+    replies = svc.calls.save(sid, state, records, commands=line.commands, **kwargs)
+    line.saved(svc.callbacks, replies)
 
 
 def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
@@ -124,7 +129,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 if flow is None:
                     return fail_safe(f"flow '{state['flow']}' is no longer loaded")
             result = run(flow, state, event, _context(svc, sid, flow))
-            _after_step(svc, sid, event, state, result, flow)
+            line = _after_step(svc, sid, event, state, result, flow)
             for failed in (s for s in result.steps if s["event"] == "error"):
                 log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
                           "person: %s", sid, failed["flow"], failed["node"],
@@ -140,12 +145,12 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 previous = twiml.stream_name(last_step)
                 stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
                 body = twiml.render(result.actions, step, sid, live, stop)
-                svc.calls.save(sid, result.state, records, step, body)
+                _save(svc, sid, result.state, records, line, step=step, twiml=body)
                 if isinstance(event, E.RecordingDone) and event.url:
                     _process_later(svc, sid, event, records, flow)
             else:
                 body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
-                svc.calls.save(sid, result.state, records)
+                _save(svc, sid, result.state, records, line)
             return xml(body)
     except Exception as exc:  # Redis down, lock timeout, a bug: the caller still hears us
         log.exception("call %s: webhook failed", sid)
@@ -325,17 +330,20 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
                 return Response(status=204)
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
-                result_state, steps, ended = dict(state, wait="ended"), [], {
+                from callbacks.web import line_change
+
+                result_state, steps, ended = dict(state, wait="ended", line=None), [], {
                     "outcome": state.get("outcome") or "abandoned", "last_node": state.get("node")}
+                line = line_change(sid, state, result_state)
             else:
                 result = run(flow, state, E.HangUp(call_status, duration), _context(svc, sid, flow))
-                _after_step(svc, sid, E.HangUp(call_status, duration), state, result, flow)
+                line = _after_step(svc, sid, E.HangUp(call_status, duration), state, result, flow)
                 result_state, steps, ended = result.state, result.steps, result.ended or {}
             records = [{"type": "step", "call_sid": sid, **s} for s in steps]
             records.append({"type": "call_ended", "call_sid": sid, "status": call_status,
                             "duration_s": duration, "ended_at": ended_at,
                             "outcome": ended.get("outcome"), "last_node": ended.get("last_node")})
-            svc.calls.save(sid, result_state, records, ttl=ENDED_TTL)
+            _save(svc, sid, result_state, records, line, ttl=ENDED_TTL)
     except Exception:
         # Twilio retries nothing here and the caller is gone; log loudly for the supervisor.
         log.exception("status callback for %s could not be recorded", sid)
