@@ -58,22 +58,24 @@ def handle_time(redis: Any, queue: str, default: float) -> float:
     return float(aht)
 
 
-def for_caller(redis: Any, agents: Agents, queue: str, member: str | None,
-               default_handle_time: float, twilio_position: int | None = None) -> Estimate:
-    """The estimate for `member` of the queue's line (a new arrival when it is not in it).
+def reads(agents: Agents, queue: str, member: str | None) -> list[list[str]]:
+    """The Redis reads an estimate for `member` of the queue's line needs: its rank, the
+    line's size, the queue's handling time and the status of each agent who takes it."""
+    names = [a.name for a in agents.roster.agents().values() if queue in a.queues]
+    line = keys.line(queue)
+    return ([["ZRANK", line, member or ""], ["ZCARD", line],
+             ["HMGET", keys.stats(queue), "handle_time", "samples"]]
+            + [["HMGET", keys.agent(name), "status", "reserved_for"] for name in names])
+
+
+def from_replies(replies: list[Any], default_handle_time: float,
+                 twilio_position: int | None = None) -> Estimate:
+    """The estimate from the replies to `reads`.
 
     Twilio's own queue position, when known, is a lower bound: it counts every live caller,
     even one the line missed; the line adds the callbacks, which Twilio does not know.
     """
-    # One round trip: this runs on every wait cycle of every caller.
-    names = [a.name for a in agents.roster.agents().values() if queue in a.queues]
-    pipe = redis.pipeline(transaction=False)
-    pipe.zrank(keys.line(queue), member or "")
-    pipe.zcard(keys.line(queue))
-    pipe.hmget(keys.stats(queue), "handle_time", "samples")
-    for name in names:
-        pipe.hmget(keys.agent(name), "status", "reserved_for")
-    rank, size, (aht, samples), *live = pipe.execute()
+    rank, size, (aht, samples), *live = replies
     ahead = int(rank) if rank is not None else int(size)
     if twilio_position:
         ahead = max(ahead, twilio_position - 1)
@@ -82,6 +84,15 @@ def for_caller(redis: Any, agents: Agents, queue: str, member: str | None,
     staffed = sum(1 for s, _ in status if s in ("available", "busy"))
     handle = float(aht) if aht is not None and int(samples or 0) >= MIN_SAMPLES else default_handle_time
     return compute(ahead, available, staffed, handle)
+
+
+def for_caller(redis: Any, agents: Agents, queue: str, member: str | None,
+               default_handle_time: float, twilio_position: int | None = None) -> Estimate:
+    """The estimate for `member` of the queue's line (a new arrival when it is not in it)."""
+    pipe = redis.pipeline(transaction=False)  # one round trip
+    for command in reads(agents, queue, member):
+        pipe.execute_command(*command)
+    return from_replies(pipe.execute(), default_handle_time, twilio_position)
 
 
 # -- handling times from the call log ---------------------------------------------------------

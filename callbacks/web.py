@@ -60,9 +60,15 @@ def builtin_flow() -> Flow:
     return load_flow_text(BUILTIN_FLOW, "<built-in callback flow>", BUILTIN_ID)
 
 
-def hooks(rt: Runtime, call_sid: str, flow: Any = None) -> dict:
-    """Context fields for one call: `estimate`, `pending_callback` and `calling_opens`."""
+def hooks(rt: Runtime, call_sid: str, flow: Any = None, state: dict | None = None,
+          prefetched: list[Any] | None = None) -> dict:
+    """Context fields for one call: `estimate`, `pending_callback` and `calling_opens`.
+
+    `prefetched` are the replies to the estimate reads (`LineChange.reads`) of the queue the
+    call holds a place in (`state`), run when its lock was taken.
+    """
     cfg = rt.config
+    held = ((state or {}).get("line") or {}).get("queue") if prefetched else None
 
     def calling_opens(number: str, calling_hours: Any, expire_after: int) -> float | None:
         now = datetime.now(UTC)
@@ -72,6 +78,8 @@ def hooks(rt: Runtime, call_sid: str, flow: Any = None) -> dict:
 
     def estimate_for(queue: str, position: int | None = None):
         try:
+            if queue == held:
+                return estimate.from_replies(prefetched, cfg.callback_handle_time, position)
             return estimate.for_caller(rt.redis, rt.agents, queue, keys.live_member(call_sid),
                                        cfg.callback_handle_time, position)
         except Exception:  # no estimate is better than a failed call
@@ -127,7 +135,7 @@ def after_step(rt: Runtime, call_sid: str, event: E.Event, old: dict | None, res
     if (isinstance(event, E.TransferEnded) and callback.get("id")
             and event.status not in ("completed", "answered")):
         rt.callbacks.note(callback["id"], "agent_missed", event.status)
-    return line_change(call_sid, old, state)
+    return line_change(call_sid, old, state, rt)
 
 
 def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flow: Any) -> str:
@@ -158,6 +166,9 @@ class LineChange:
 
     commands: list[list[str | float]] = field(default_factory=list)
     left: str | None = None  # the queue the caller stopped holding a place in
+    # While the caller holds a place: the reads of their next wait cycle's estimate, which
+    # the script that takes the call's lock answers (no round trip on every hold-music cycle).
+    reads: list[list[str]] = field(default_factory=list)
 
     def saved(self, rt: Runtime, replies: list[Any]) -> None:
         """After the save: a caller who left a line may let a waiting callback be next."""
@@ -165,12 +176,13 @@ class LineChange:
             request_dispatch(rt.redis, [self.left])
 
 
-def line_change(call_sid: str, old: dict | None, new: dict) -> LineChange:
+def line_change(call_sid: str, old: dict | None, new: dict, rt: Runtime | None = None) -> LineChange:
     """Join the line when the call enters a queue, leave it when it stops holding a place."""
     before, after = (old or {}).get("line"), new.get("line")
-    if before == after:
-        return LineChange()
     member = keys.live_member(call_sid)
+    reads = estimate.reads(rt.agents, after["queue"], member) if after and rt is not None else []
+    if before == after:
+        return LineChange(reads=reads)
     commands: list[list[str | float]] = []
     left = None
     if before and (not after or after.get("queue") != before.get("queue")):
@@ -180,7 +192,7 @@ def line_change(call_sid: str, old: dict | None, new: dict) -> LineChange:
         # NX: a caller already in the line keeps their first place
         commands += [["ZADD", keys.line(after["queue"]), "NX", line.epoch(after["since"]), member],
                      ["SADD", keys.LINES, after["queue"]]]
-    return LineChange(commands, left)
+    return LineChange(commands, left, reads)
 
 
 # -- the callback call ------------------------------------------------------------------------

@@ -29,18 +29,24 @@ from . import recorder
 
 PREFIX = "ivr:call:"
 
-# KEYS: lock, call hash. ARGV: token, hold ms. -> {0} when busy, else {1, state, step, twiml, v}
+# KEYS: lock, call hash. ARGV: token, hold ms.
+# -> {0} when busy, else {1, state, step, twiml, v, replies of the stored reads...}
 # (A lock already holding this token was taken by this request before its connection broke.)
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
    and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
-local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v')
-return {1, v[1], v[2], v[3], v[4] or '0'}
+local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v', 'reads')
+local reply = {1, v[1], v[2], v[3], v[4] or '0'}
+if v[5] then
+  for _, command in ipairs(cjson.decode(v[5])) do table.insert(reply, redis.call(unpack(command))) end
+end
+return reply
 """
 
 # KEYS: call hash, lock, stream.
 # ARGV: token, ttl, state, step ('' keeps it), twiml, version read under the lock ('' none),
-# commands (a JSON list of Redis commands to run with the save, '' none), records...
+# commands (a JSON list of Redis commands to run with the save, '' none),
+# reads (a JSON list of read-only commands for the next acquire to run, '' none), records...
 # -> {0}, writing nothing, when the state changed since this request read it (its lock expired
 # and another request ran the same step meanwhile): only one of them may store the step.
 # Else {1, the commands' replies...}; {2} when this request had already stored it (the reply was
@@ -56,9 +62,14 @@ if ARGV[4] ~= '' then
   table.insert(fields, 'step'); table.insert(fields, ARGV[4])
   table.insert(fields, 'twiml'); table.insert(fields, ARGV[5])
 end
+if ARGV[8] ~= '' then
+  table.insert(fields, 'reads'); table.insert(fields, ARGV[8])
+else
+  redis.call('HDEL', KEYS[1], 'reads')
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-for i = 8, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
+for i = 9, #ARGV do redis.call('XADD', KEYS[3], '*', 'r', ARGV[i]) end
 local replies = {1}
 if ARGV[7] ~= '' then
   for _, command in ipairs(cjson.decode(ARGV[7])) do
@@ -165,7 +176,7 @@ class CallStates:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         self._held.call = {"sid": call_sid, "token": token, "read": _decode(reply[1:4]),
-                           "version": _text(reply[4]), "released": False}
+                           "version": _text(reply[4]), "reads": list(reply[5:]), "released": False}
         try:
             yield
         finally:
@@ -185,17 +196,28 @@ class CallStates:
             return held["read"]
         return _decode(self.redis.hmget(self.key(call_sid), "state", "step", "twiml"))
 
+    def prefetched(self, call_sid: str) -> list[Any]:
+        """The replies to the reads the last save asked for, run when this thread took the
+        call's lock (empty when it holds no lock or none were asked for)."""
+        held = self._holding(call_sid)
+        return held["reads"] if held is not None else []
+
     def save(self, call_sid: str, state: dict, records: list[dict], step: int | None = None,
              twiml: str | None = None, ttl: int | None = None,
-             commands: Sequence[Sequence[str | int | float]] = ()) -> list[Any]:
+             commands: Sequence[Sequence[str | int | float]] = (),
+             reads: Sequence[Sequence[str | int | float]] = ()) -> list[Any]:
         """Store the new state (and the answer for `step`) with the step's log records, run
         `commands` (other Redis writes that belong to the step), and release the call's lock
-        if this thread holds it, all in one atomic script. Returns the commands' replies."""
+        if this thread holds it, all in one atomic script. Returns the commands' replies.
+
+        `reads` are read-only commands the call's next step will want answered (a queue's
+        figures for the next wait cycle): the script that takes the lock runs them, so
+        `prefetched` has their replies without another round trip."""
         held = self._holding(call_sid)
         args = [held["token"] if held else "", ttl or self.ttl,
                 json.dumps(state, separators=(",", ":")),
                 "" if step is None else str(step), twiml or "", held["version"] if held else "",
-                json.dumps([[str(a) for a in c] for c in commands]) if commands else ""]
+                _commands(commands), _commands(reads)]
         args += [recorder.encode(r) for r in records]
         reply = self.scripts.run(self._save, [self.key(call_sid), self._lock_key(call_sid), self.stream],
                                  args)
@@ -209,6 +231,10 @@ class CallStates:
 
     def log(self, records: list[dict]) -> None:
         recorder.append(self.redis, records, self.stream)
+
+
+def _commands(commands: Sequence[Sequence[str | int | float]]) -> str:
+    return json.dumps([[str(a) for a in c] for c in commands], separators=(",", ":")) if commands else ""
 
 
 def _decode(values) -> tuple[dict | None, int, str | None]:

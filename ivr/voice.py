@@ -68,15 +68,12 @@ def _step_token() -> int:
         return -1
 
 
-def _context(svc: Services, sid: str, flow):
+def _context(svc: Services, sid: str, flow, state: dict | None):
     """The engine's Context for one call, with the callback hooks (estimates, pending callbacks)."""
-    ctx = svc.context(flow)
-    rt = svc.callbacks
-    if rt is None:
-        return ctx
     from callbacks.web import hooks
 
-    return dataclasses.replace(ctx, **hooks(rt, sid, flow))
+    return dataclasses.replace(svc.context(flow), **hooks(svc.callbacks, sid, flow, state,
+                                                          svc.calls.prefetched(sid)))
 
 
 def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow):
@@ -89,7 +86,7 @@ def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, res
 
 def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwargs) -> None:
     """Store the step: state, log records, answer and the caller's place in line, at once."""
-    replies = svc.calls.save(sid, state, records, commands=line.commands, **kwargs)
+    replies = svc.calls.save(sid, state, records, commands=line.commands, reads=line.reads, **kwargs)
     line.saved(svc.callbacks, replies)
 
 
@@ -128,7 +125,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
                 if flow is None:
                     return fail_safe(f"flow '{state['flow']}' is no longer loaded")
-            result = run(flow, state, event, _context(svc, sid, flow))
+            result = run(flow, state, event, _context(svc, sid, flow, state))
             line = _after_step(svc, sid, event, state, result, flow)
             for failed in (s for s in result.steps if s["event"] == "error"):
                 log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
@@ -336,7 +333,8 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
                     "outcome": state.get("outcome") or "abandoned", "last_node": state.get("node")}
                 line = line_change(sid, state, result_state)
             else:
-                result = run(flow, state, E.HangUp(call_status, duration), _context(svc, sid, flow))
+                result = run(flow, state, E.HangUp(call_status, duration),
+                             _context(svc, sid, flow, state))
                 line = _after_step(svc, sid, E.HangUp(call_status, duration), state, result, flow)
                 result_state, steps, ended = result.state, result.steps, result.ended or {}
             records = [{"type": "step", "call_sid": sid, **s} for s in steps]
