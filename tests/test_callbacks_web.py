@@ -242,6 +242,28 @@ def test_live_callers_hold_their_place_until_they_leave(server):
     assert queues["billing"]["agents_staffed"] == 0 and queues["billing"]["estimated_wait_s"] is None
 
 
+def test_each_wait_cycle_sees_the_agents_as_they_are_now(server):
+    """A hold-music cycle's estimate is read when the webhook takes the call's lock (with the
+    reads the previous step stored), so an agent who just became free counts at once."""
+    rt = server.rt
+    phone = Phone(server.url, "CA9", ADA)
+    phone.post("/voice")
+    phone.post("/voice/gather?s=1", Digits="1")
+    wait = phone.post("/voice/queue/wait?s=2", QueuePosition=1, QueueTime=5, AvgQueueTime=60,
+                      CurrentQueueSize=1)
+    assert wait.find("Gather") is not None  # nobody free: the callback offer
+    rt.agents.set_status("alice", "available")
+    wait = phone.post("/voice/queue/wait?s=2", QueuePosition=1, QueueTime=35, AvgQueueTime=60,
+                      CurrentQueueSize=1)
+    assert wait.find("Gather") is None and wait.find("Play") is not None  # next in line: no offer
+    rt.agents.set_status("alice", "busy")
+    wait = phone.post("/voice/queue/wait?s=2", QueuePosition=1, QueueTime=65, AvgQueueTime=60,
+                      CurrentQueueSize=1)
+    assert wait.find("Gather") is not None  # busy again: offered again
+    phone.post("/voice/status", CallStatus="completed", CallDuration=70)
+    assert line.entries(rt.redis, "billing") == []
+
+
 def test_agents_from_the_command_line(server, tmp_path):
     assert "alice is available" in ivr(server, "agents", "status", "alice", "available")
     listed = json.loads(ivr(server, "agents", "list", "--json"))

@@ -360,6 +360,61 @@ def test_a_step_whose_lock_expired_is_not_stored_twice(redis_url):
     client.delete(stream, "ivr:call:CASLOW")
 
 
+def test_call_state_survives_a_broken_redis_connection(redis_url):
+    """Each thread keeps its own connection for the call-state scripts: when Redis drops it
+    (a restart, a proxy timeout) the next webhook reconnects instead of failing safe."""
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    client = redis_lib.Redis.from_url(redis_url)
+    calls = CallStates(client, stream="test:broken:log")
+    client.delete("test:broken:log", "ivr:call:CABROKEN")
+    with calls.lock("CABROKEN"):
+        calls.save("CABROKEN", {"n": 1}, [{"type": "step", "n": 1}], 1, "<Response/>")
+    killer = redis_lib.Redis.from_url(redis_url)
+    assert killer.client_kill_filter(_type="normal", skipme=True) >= 1  # every other connection
+    with calls.lock("CABROKEN"):
+        assert calls.load("CABROKEN")[0] == {"n": 1}
+        calls.save("CABROKEN", {"n": 2}, [{"type": "step", "n": 2}], 2, "<Response/>")
+    assert calls.load("CABROKEN")[:2] == ({"n": 2}, 2) and client.xlen("test:broken:log") == 2
+    client.delete("test:broken:log", "ivr:call:CABROKEN")
+
+
+def test_call_state_scripts_can_be_sent_twice(redis_url):
+    """A script whose reply was lost with its connection is sent again: taking the lock again
+    with the same token succeeds, and saving again stores the step (and its log) once."""
+    import json
+
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    client = redis_lib.Redis.from_url(redis_url)
+    calls = CallStates(client, stream="test:twice:log")
+    client.delete("test:twice:log", "ivr:call:CATWICE", "ivr:call:CATWICE:lock")
+    keys = ["ivr:call:CATWICE:lock", "ivr:call:CATWICE"]
+    assert calls.scripts.run(calls._acquire, keys, ["tok", 5000])[0] == 1
+    assert calls.scripts.run(calls._acquire, keys, ["tok", 5000])[0] == 1  # the same request
+    assert calls.scripts.run(calls._acquire, keys, ["other", 5000]) == [0]  # anyone else waits
+    save_keys = ["ivr:call:CATWICE", "ivr:call:CATWICE:lock", "test:twice:log"]
+    args = ["tok", 600, json.dumps({"n": 1}), "1", "<Response/>", "0", "", "", '{"type":"step"}']
+    assert calls.scripts.run(calls._save, save_keys, args) == [1]
+    assert calls.scripts.run(calls._save, save_keys, args) == [2]  # already stored, not again
+    assert client.xlen("test:twice:log") == 1 and client.hget("ivr:call:CATWICE", "v") == b"1"
+    assert not client.exists("ivr:call:CATWICE:lock")
+    client.delete("test:twice:log", "ivr:call:CATWICE")
+
+
+def test_webhook_text_arrives_exactly_as_twilio_sent_it(app, twilio):
+    """Url-encoded bodies are read in one step: accents, symbols and '+' come through intact."""
+    parse(twilio.post("/voice", CallSid="CA120", **CALLER))
+    words = "café, naïve & 1+1=2 ☎ ok%"
+    parse(twilio.post("/voice/gather?s=1", CallSid="CA120", SpeechResult=words, Confidence="0.8"))
+    steps = flush(app).steps("CA120")
+    assert [s["speech"] for s in steps if s["speech"]] == [words]  # (no menu choice matched it)
+
+
 def test_a_new_flow_refused_for_its_directory_loads_once_the_directory_is_fixed(tmp_path, caplog):
     from ivr.registry import FlowRegistry
 
