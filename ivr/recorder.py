@@ -80,7 +80,7 @@ class Recorder:
         stream: str = STREAM,
         group: str = GROUP,
         consumer: str | None = None,
-        batch: int = 500,
+        batch: int = 1000,
         claim_idle_ms: int = 30000,
     ) -> None:
         self.redis = redis
@@ -145,11 +145,12 @@ class Recorder:
             self._own_pending = True
             raise
 
-    def run(self, stop: threading.Event, block_ms: int = 1000, linger_s: float = 0.2) -> None:
+    def run(self, stop: threading.Event, block_ms: int = 1000, linger_s: float = 0.5) -> None:
         """Drain until `stop` is set; outlives Redis and database outages.
 
         After a small batch it waits `linger_s` before reading again, so records arrive in
-        batches: one commit per batch is what a database write costs, not one per record.
+        batches: a batch's commit and statements cost about as much as a few hundred records,
+        so one per batch, not per record.
         """
         delay = 0.0
         while not stop.is_set():

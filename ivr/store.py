@@ -13,7 +13,9 @@ import math
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -281,6 +283,52 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url.render_as_string(hide_password=True)!r})"
 
+    @cached_property
+    def _sql(self) -> SimpleNamespace:
+        """The recorder's statements, built once: building them for every batch cost more
+        than running them (a new INSERT ... ON CONFLICT builds its `excluded` columns)."""
+        sids = sa.bindparam("sids", expanding=True)
+
+        def upsert(table: sa.Table, key: list[str], columns: Iterable[str], newer: bool = False):
+            insert = self._insert(table)
+            return insert.on_conflict_do_update(
+                index_elements=key, set_={c: insert.excluded[c] for c in columns},
+                where=(table.c.version < insert.excluded.version) if newer else None)
+
+        def others(table: sa.Table, key: list[str]) -> list[str]:
+            return [c.name for c in table.columns if c.name not in key]
+
+        real = (calls.c.from_number.in_(sa.bindparam("numbers", expanding=True)),
+                calls.c.is_test.is_(False), calls.c.parent_call_sid.is_(None))
+        count = sa.select(sa.func.count()).where(steps.c.call_sid == calls.c.call_sid).scalar_subquery()
+        last_node = (sa.select(steps.c.node)
+                     .where(steps.c.call_sid == calls.c.call_sid, steps.c.node.is_not(None))
+                     .order_by(steps.c.seq.desc()).limit(1).scalar_subquery())
+        return SimpleNamespace(
+            call_stubs=self._insert(calls).on_conflict_do_nothing(index_elements=["call_sid"]),
+            call_started=upsert(calls, ["call_sid"], STARTED_COLUMNS),
+            steps=self._insert(steps).on_conflict_do_nothing(index_elements=["call_sid", "seq"]),
+            count_steps=calls.update().where(calls.c.call_sid.in_(sids)).values(
+                steps_count=count, last_node=sa.func.coalesce(last_node, calls.c.last_node)),
+            recordings=self._insert(recordings).on_conflict_do_nothing(index_elements=["call_sid", "seq"]),
+            callbacks=upsert(callbacks, ["id"], others(callbacks, ["id"]), newer=True),
+            attempts=upsert(callback_attempts, ["callback_id", "attempt"],
+                            others(callback_attempts, ["callback_id", "attempt"]), newer=True),
+            ended_calls=sa.select(calls).where(calls.c.call_sid.in_(sids), calls.c.ended_at.is_not(None)),
+            steps_of=sa.select(steps).where(steps.c.call_sid.in_(sids)),
+            metrics=upsert(call_metrics, ["call_sid"], others(call_metrics, ["call_sid"])),
+            drop_menus=menu_metrics.delete().where(menu_metrics.c.call_sid.in_(sids)),
+            menus=menu_metrics.insert(),
+            latest_before=(sa.select(calls.c.from_number, sa.func.max(calls.c.started_at))
+                           .where(*real, calls.c.started_at >= sa.bindparam("since"),
+                                  calls.c.started_at < sa.bindparam("first"))
+                           .group_by(calls.c.from_number)),
+            within=sa.select(calls.c.call_sid, calls.c.from_number, calls.c.started_at).where(
+                *real, calls.c.started_at >= sa.bindparam("first"),
+                calls.c.started_at < sa.bindparam("last")),
+            call_ends={},  # one UPDATE per set of fields a call_ended record knows
+        )
+
     def close(self) -> None:
         """Close all pooled connections."""
         self.engine.dispose()
@@ -335,21 +383,15 @@ class Store:
             )
             stub["started_at"] = min(stub["started_at"], guess)
             stub["flow"] = stub["flow"] or row.get("flow")
+        sql = self._sql
         if stubs:
-            insert = self._insert(calls).on_conflict_do_nothing(index_elements=["call_sid"])
-            conn.execute(insert, list(stubs.values()))
+            conn.execute(sql.call_stubs, list(stubs.values()))
 
         if by_type["call_started"]:
-            insert = self._insert(calls)
-            upsert = insert.on_conflict_do_update(
-                index_elements=["call_sid"],
-                set_={c: insert.excluded[c] for c in STARTED_COLUMNS},
-            )
-            conn.execute(upsert, by_type["call_started"])
+            conn.execute(sql.call_started, by_type["call_started"])
 
         if by_type["step"]:
-            insert = self._insert(steps).on_conflict_do_nothing(index_elements=["call_sid", "seq"])
-            conn.execute(insert, by_type["step"])
+            conn.execute(sql.steps, by_type["step"])
             self._count_steps(conn, {row["call_sid"] for row in by_type["step"]})
 
         # Only the fields each record knows (a later duplicate with gaps keeps the rest), in one
@@ -360,12 +402,14 @@ class Store:
             if values:
                 ends.setdefault(tuple(sorted(values)), []).append({**values, "sid": row["call_sid"]})
         for fields, rows in ends.items():
-            update = calls.update().where(calls.c.call_sid == sa.bindparam("sid"))
-            conn.execute(update.values({f: sa.bindparam(f) for f in fields}), rows)
+            update = sql.call_ends.get(fields)
+            if update is None:
+                update = sql.call_ends[fields] = calls.update().where(
+                    calls.c.call_sid == sa.bindparam("sid")).values({f: sa.bindparam(f) for f in fields})
+            conn.execute(update, rows)
 
         if by_type["recording"]:
-            insert = self._insert(recordings).on_conflict_do_nothing(index_elements=["call_sid", "seq"])
-            conn.execute(insert, by_type["recording"])
+            conn.execute(sql.recordings, by_type["recording"])
 
         if by_type["callback"]:
             self._apply_callbacks(conn, by_type["callback"])
@@ -388,28 +432,22 @@ class Store:
             key = (att["callback_id"], att["attempt"]) if att else None
             if att and (key not in attempts or attempts[key]["version"] < att["version"]):
                 attempts[key] = att
-        for table, values, key in ((callbacks, list(newest.values()), ["id"]),
-                                   (callback_attempts, list(attempts.values()), ["callback_id", "attempt"])):
-            if not values:
-                continue
-            insert = self._insert(table)
-            upsert = insert.on_conflict_do_update(
-                index_elements=key,
-                set_={c.name: insert.excluded[c.name] for c in table.columns if c.name not in key},
-                where=table.c.version < insert.excluded.version)
-            conn.execute(upsert, values)
+        for upsert, values in ((self._sql.callbacks, list(newest.values())),
+                               (self._sql.attempts, list(attempts.values()))):
+            if values:
+                conn.execute(upsert, values)
 
     def _summarise(self, conn: Connection, call_sids: set[str]) -> int:
         """Write `call_metrics` and `menu_metrics` for those of the calls that have ended."""
         from .metrics import summarise
 
-        ended = [dict(r._mapping) for r in conn.execute(
-            sa.select(calls).where(calls.c.call_sid.in_(sorted(call_sids)), calls.c.ended_at.is_not(None)))]
+        sql = self._sql
+        ended = [dict(r._mapping) for r in conn.execute(sql.ended_calls, {"sids": sorted(call_sids)})]
         if not ended:
             return 0
         sids = [c["call_sid"] for c in ended]
         by_call: dict[str, list[dict]] = {sid: [] for sid in sids}
-        for r in conn.execute(sa.select(steps).where(steps.c.call_sid.in_(sids))):
+        for r in conn.execute(sql.steps_of, {"sids": sids}):
             row = dict(r._mapping)
             row["detail"] = json.loads(row["detail"]) if row["detail"] else None
             by_call[row["call_sid"]].append(row)
@@ -425,18 +463,13 @@ class Store:
                 row["repeat_7d"] = any(at - t <= timedelta(days=7) for t in times)
             metric_rows.append(row)
             menu_rows += menus
-        insert = self._insert(call_metrics)
-        conn.execute(insert.on_conflict_do_update(
-            index_elements=["call_sid"],
-            set_={c.name: insert.excluded[c.name] for c in call_metrics.columns if c.name != "call_sid"}),
-            metric_rows)
-        conn.execute(menu_metrics.delete().where(menu_metrics.c.call_sid.in_(sids)))
+        conn.execute(sql.metrics, metric_rows)
+        conn.execute(sql.drop_menus, {"sids": sids})
         if menu_rows:
-            conn.execute(menu_metrics.insert(), menu_rows)
+            conn.execute(sql.menus, menu_rows)
         return len(metric_rows)
 
-    @staticmethod
-    def _earlier_calls(conn: Connection, ended: list[dict]) -> dict[str, list[tuple[str, datetime]]]:
+    def _earlier_calls(self, conn: Connection, ended: list[dict]) -> dict[str, list[tuple[str, datetime]]]:
         """Real inbound calls from the numbers of `ended` that may have come within 7 days before
         one of them: the latest before the first of them, and every one in their own span.
 
@@ -447,17 +480,12 @@ class Store:
             return {}
         first = min(c["started_at"] for c in ended)
         last = max(c["started_at"] for c in ended)
-        real = (calls.c.from_number.in_(numbers), calls.c.is_test.is_(False),
-                calls.c.parent_call_sid.is_(None))
-        before = (sa.select(calls.c.from_number, sa.func.max(calls.c.started_at))
-                  .where(*real, calls.c.started_at >= first - timedelta(days=7), calls.c.started_at < first)
-                  .group_by(calls.c.from_number))
-        within = sa.select(calls.c.call_sid, calls.c.from_number, calls.c.started_at).where(
-            *real, calls.c.started_at >= first, calls.c.started_at < last)
         out: dict[str, list[tuple[str, datetime]]] = {}
-        for number, at in conn.execute(before):
+        for number, at in conn.execute(self._sql.latest_before, {
+                "numbers": numbers, "since": first - timedelta(days=7), "first": first}):
             out.setdefault(number, []).append(("", at))
-        for sid, number, at in conn.execute(within):
+        for sid, number, at in conn.execute(self._sql.within, {"numbers": numbers, "first": first,
+                                                                "last": last}):
             out.setdefault(number, []).append((sid, at))
         return out
 
@@ -484,19 +512,7 @@ class Store:
 
     def _count_steps(self, conn: Connection, call_sids: set[str]) -> None:
         # Recounted rather than incremented, so replayed steps are not counted twice.
-        count = sa.select(sa.func.count()).where(steps.c.call_sid == calls.c.call_sid).scalar_subquery()
-        last_node = (
-            sa.select(steps.c.node)
-            .where(steps.c.call_sid == calls.c.call_sid, steps.c.node.is_not(None))
-            .order_by(steps.c.seq.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        conn.execute(
-            calls.update()
-            .where(calls.c.call_sid.in_(sorted(call_sids)))
-            .values(steps_count=count, last_node=sa.func.coalesce(last_node, calls.c.last_node))
-        )
+        conn.execute(self._sql.count_steps, {"sids": sorted(call_sids)})
 
     def call(self, call_sid: str) -> dict | None:
         """The call's row, or None."""
