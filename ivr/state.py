@@ -128,10 +128,10 @@ class Scripts:
             conn = self._connection()
             try:
                 try:
-                    conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+                    conn.send_packed_command([_pack("EVALSHA", sha, len(keys), *keys, *args)])
                     return conn.read_response()
                 except NoScriptError:  # a restarted or flushed Redis: send the script itself
-                    conn.send_command("EVAL", self._shas[sha], len(keys), *keys, *args)
+                    conn.send_packed_command([_pack("EVAL", self._shas[sha], len(keys), *keys, *args)])
                     return conn.read_response()
             except (ConnectionError, TimeoutError, OSError):
                 conn.disconnect()
@@ -231,6 +231,16 @@ class CallStates:
 
     def log(self, records: list[dict]) -> None:
         recorder.append(self.redis, records, self.stream)
+
+
+def _pack(*args: str | bytes | int | float) -> bytes:
+    """One command in the Redis protocol. redis-py's packer, general enough for any client
+    setting, costs a tenth of a webhook's CPU for these few arguments."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _commands(commands: Sequence[Sequence[str | int | float]]) -> str:
