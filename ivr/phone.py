@@ -10,6 +10,7 @@ Everything is compared in E.164 ("+14155550100").
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -76,7 +77,14 @@ def normalize(raw: str | None, default_region: str = "US") -> str | None:
     assigned, so fictional 555-01xx numbers work in samples and tests.
     Never raises for bad input.
     """
-    if not isinstance(raw, str) or is_withheld(raw):
+    if not isinstance(raw, str):
+        return None
+    return _normalize(raw, default_region)
+
+
+@lru_cache(maxsize=8192)  # every webhook of a call normalises the same few numbers
+def _normalize(raw: str, default_region: str | None) -> str | None:
+    if is_withheld(raw):
         return None
     text = _strip_scheme(raw.strip()).strip()
     if not _DIALLABLE.match(text):
