@@ -60,12 +60,19 @@ def builtin_flow() -> Flow:
     return load_flow_text(BUILTIN_FLOW, "<built-in callback flow>", BUILTIN_ID)
 
 
+def arrival_reads(number: str | None) -> list[list[str]]:
+    """What a new call's first webhook reads with the call's lock: the caller's pending
+    callback (most callers have none, and then that is all it costs)."""
+    return [["GET", keys.by_number(number)]] if number else []
+
+
 def hooks(rt: Runtime, call_sid: str, flow: Any = None, state: dict | None = None,
-          prefetched: list[Any] | None = None) -> dict:
+          prefetched: list[Any] | None = None, arrival: tuple[str | None, list[Any]] = (None, [])) -> dict:
     """Context fields for one call: `estimate`, `pending_callback` and `calling_opens`.
 
     `prefetched` are the replies to the estimate reads (`LineChange.reads`) of the queue the
-    call holds a place in (`state`), run when its lock was taken.
+    call holds a place in (`state`), run when its lock was taken; `arrival` the caller's
+    number and the replies to its `arrival_reads`.
     """
     cfg = rt.config
     held = ((state or {}).get("line") or {}).get("queue") if prefetched else None
@@ -87,6 +94,8 @@ def hooks(rt: Runtime, call_sid: str, flow: Any = None, state: dict | None = Non
             return None
 
     def pending_for(number: str) -> dict | None:
+        if arrival[0] == number and arrival[1] and arrival[1][0] is None:
+            return None  # read with the lock: no pending callback
         try:
             record = rt.callbacks.pending_for(number)
             if record is None:

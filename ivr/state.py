@@ -29,14 +29,19 @@ from . import recorder
 
 PREFIX = "ivr:call:"
 
-# KEYS: lock, call hash. ARGV: token, hold ms.
-# -> {0} when busy, else {1, state, step, twiml, v, replies of the stored reads...}
+# KEYS: lock, call hash. ARGV: token, hold ms, reads asked for now (JSON list, '' none).
+# -> {0} when busy, else {1, state, step, twiml, v, {replies of the reads asked for now},
+#    replies of the reads stored by the last save...}
 # (A lock already holding this token was taken by this request before its connection broke.)
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
    and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v', 'reads')
-local reply = {1, v[1], v[2], v[3], v[4] or '0'}
+local asked = {}
+if ARGV[3] and ARGV[3] ~= '' then
+  for _, command in ipairs(cjson.decode(ARGV[3])) do table.insert(asked, redis.call(unpack(command))) end
+end
+local reply = {1, v[1], v[2], v[3], v[4] or '0', asked}
 if v[5] then
   for _, command in ipairs(cjson.decode(v[5])) do table.insert(reply, redis.call(unpack(command))) end
 end
@@ -161,14 +166,19 @@ class CallStates:
         return f"{PREFIX}{call_sid}:lock"
 
     @contextmanager
-    def lock(self, call_sid: str, wait_s: float = 8.0, hold_ms: int = 10_000):
-        """Hold the call's lock; wait for a concurrent request rather than run twice."""
+    def lock(self, call_sid: str, wait_s: float = 8.0, hold_ms: int = 10_000,
+             reads: Sequence[Sequence[str | int | float]] = ()):
+        """Hold the call's lock; wait for a concurrent request rather than run twice.
+
+        `reads` are read-only commands run with it (see `asked`): a call's first webhook has
+        no stored reads, but knows what it will look up."""
         key = self._lock_key(call_sid)
         token = os.urandom(12).hex()
         deadline = time.monotonic() + wait_s
         delay = 0.005
         while True:
-            reply = self.scripts.run(self._acquire, [key, self.key(call_sid)], [token, hold_ms])
+            reply = self.scripts.run(self._acquire, [key, self.key(call_sid)],
+                                     [token, hold_ms, _commands(reads)])
             if reply[0]:
                 break
             if time.monotonic() > deadline:
@@ -176,7 +186,8 @@ class CallStates:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         self._held.call = {"sid": call_sid, "token": token, "read": _decode(reply[1:4]),
-                           "version": _text(reply[4]), "reads": list(reply[5:]), "released": False}
+                           "version": _text(reply[4]), "asked": list(reply[5]), "reads": list(reply[6:]),
+                           "released": False}
         try:
             yield
         finally:
@@ -195,6 +206,11 @@ class CallStates:
         if held is not None:  # read when the lock was taken: no second round trip
             return held["read"]
         return _decode(self.redis.hmget(self.key(call_sid), "state", "step", "twiml"))
+
+    def asked(self, call_sid: str) -> list[Any]:
+        """The replies to the `reads` given to `lock` (empty without the lock)."""
+        held = self._holding(call_sid)
+        return held["asked"] if held is not None else []
 
     def prefetched(self, call_sid: str) -> list[Any]:
         """The replies to the reads the last save asked for, run when this thread took the

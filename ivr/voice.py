@@ -68,12 +68,12 @@ def _step_token() -> int:
         return -1
 
 
-def _context(svc: Services, sid: str, flow, state: dict | None):
+def _context(svc: Services, sid: str, flow, state: dict | None, arrival: str | None = None):
     """The engine's Context for one call, with the callback hooks (estimates, pending callbacks)."""
     from callbacks.web import hooks
 
-    return dataclasses.replace(svc.context(flow), **hooks(svc.callbacks, sid, flow, state,
-                                                          svc.calls.prefetched(sid)))
+    return dataclasses.replace(svc.context(flow), **hooks(
+        svc.callbacks, sid, flow, state, svc.calls.prefetched(sid), (arrival, svc.calls.asked(sid))))
 
 
 def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow):
@@ -91,12 +91,13 @@ def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwa
 
 
 def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
-             flow_id: str | None = None) -> Response:
+             flow_id: str | None = None, arrival: str | None = None) -> Response:
     """Apply one event to the call named by CallSid and answer with TwiML.
 
     `answer` requests (the ones whose TwiML drives the call) are idempotent: the step token
     `s` in the URL tells a retry from a new step, and a retry gets the stored answer.
     `flow_id` names the flow of a call we placed (a callback) instead of the called number.
+    `arrival` is a new call's caller number, whose lookups go with taking the lock.
     """
     sid = request.form.get("CallSid", "")
     if not sid:
@@ -106,7 +107,9 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
     flow = None
     try:
         svc.ensure_recorder_thread()
-        with svc.calls.lock(sid):
+        from callbacks.web import arrival_reads
+
+        with svc.calls.lock(sid, reads=arrival_reads(arrival)):
             state, last_step, last_twiml = svc.calls.load(sid)
             token = _step_token()
             if answer and state is not None and token < last_step and last_twiml:
@@ -125,7 +128,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
                 if flow is None:
                     return fail_safe(f"flow '{state['flow']}' is no longer loaded")
-            result = run(flow, state, event, _context(svc, sid, flow, state))
+            result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
             line = _after_step(svc, sid, event, state, result, flow)
             for failed in (s for s in result.steps if s["event"] == "error"):
                 log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
@@ -210,9 +213,10 @@ def incoming() -> Response:
     """Twilio's Voice URL: a call has arrived."""
     f = request.form
     region = current_app.config["IVR"].default_region
+    caller = normalize(f.get("From"), region)
     return _advance(lambda state: E.CallStarted(
-        f.get("CallSid", ""), normalize(f.get("From"), region), normalize(f.get("To"), region) or
-        f.get("To"), parent_call_sid=f.get("ParentCallSid") or None))
+        f.get("CallSid", ""), caller, normalize(f.get("To"), region) or f.get("To"),
+        parent_call_sid=f.get("ParentCallSid") or None), arrival=caller)
 
 
 @bp.post("/gather")
