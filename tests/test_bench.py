@@ -40,7 +40,8 @@ def test_benchmark_runs_end_to_end(redis_url):
                 stats = run["webhooks"][webhook]
                 assert stats["n"] == run["calls"] * (2 if webhook == "/voice/queue/wait" else 1)
                 assert 0 < stats["p50_ms"] <= stats["p99_ms"] < 15_000
-    assert result["ratio"] > 0
+    assert result["ratio"] > 0 and 0 < result["cpu_ratio"] < 5
+    assert result["servers"]["ivr"]["log_drain_s"] >= 0  # its slices ended with the log in SQL
     state = result["state"]
     assert state["calls"] == 10 and state["errors"] == 0
     assert 100 < state["avg_bytes"] <= state["max_bytes"] < 64_000
