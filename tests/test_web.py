@@ -406,6 +406,21 @@ def test_call_state_scripts_can_be_sent_twice(redis_url):
     client.delete("test:twice:log", "ivr:call:CATWICE")
 
 
+def test_form_bodies_read_as_urllib_reads_them():
+    import random
+    from urllib.parse import parse_qsl, quote_plus
+
+    from ivr.app import parse_form
+
+    rng = random.Random(11)
+    pieces = ["a", "=", "&", "%", "%2", "%41", "%zz", "+", " ", "é", "%C3%A9", "%FF", "==", ""]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert parse_form(text) == parse_qsl(text, keep_blank_values=True), text
+    text = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in [("From", "+1 415"), ("x", "a&b=c")])
+    assert parse_form(text) == [("From", "+1 415"), ("x", "a&b=c")]
+
+
 def test_webhook_text_arrives_exactly_as_twilio_sent_it(app, twilio):
     """Url-encoded bodies are read in one step: accents, symbols and '+' come through intact."""
     parse(twilio.post("/voice", CallSid="CA120", **CALLER))
