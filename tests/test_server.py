@@ -62,6 +62,31 @@ def test_real_server_with_real_redis_records_every_step(start_server, redis_url,
     assert wait_for(lambda: redis.Redis.from_url(redis_url).xlen("ivr:log") == 0)
 
 
+def test_workers_share_the_flows_and_intent_model_loaded_before_they_start(start_server, redis_url,
+                                                                           tmp_path):
+    """The app is built once in the master, so most of each worker's memory is shared (the
+    intent model alone is about 90 MB a process), and workers answer calls as usual."""
+    import subprocess
+
+    base = start_server({"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+                         "IVR_FLOWS_DIR": str(FLOWS)}, workers=2)
+    for i in range(4):
+        call_through(base, f"CASHARE{i}")
+    port = base.rsplit(":", 1)[1]
+    master = subprocess.run(["pgrep", "-f", f"serve --port {port}"], capture_output=True,
+                            text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-P", master[0]], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    for pid in workers:
+        fields = {}
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                fields[name] = int(value.split()[0])
+        private = fields["Private_Clean"] + fields["Private_Dirty"]
+        assert private < 0.5 * fields["Rss"], (pid, fields)
+
+
 def test_first_run_needs_no_redis_or_database_server(start_server, tmp_path):
     base = start_server({"IVR_FLOWS_DIR": str(FLOWS)}, workers=1)
     call_through(base, "CAEMBED1")
