@@ -66,7 +66,8 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
         log.warning("Twilio signature validation is OFF (IVR_VALIDATE_SIGNATURES=false): anyone who "
                     "can reach this server can drive calls. Never run like this in production.")
     elif not config.twilio_auth_token:
-        log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be rejected with 403.")
+        log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio webhook %swill be rejected with 403.",
+                    "not signed with a shared key " if config.twilio_webhook_shared_keys else "")
     svc = services or Services(config)
     app.extensions["ivr"] = svc
     if config.recorder:

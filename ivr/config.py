@@ -31,6 +31,8 @@ class Config:
     """Settings for the server, the workers and the command line."""
 
     twilio_auth_token: str = ""
+    # Twilio Webhook Settings that sign with a SharedKey: "KEY_ID=SECRET,..." (or one bare SECRET)
+    twilio_webhook_shared_keys: str = ""
     twilio_account_sid: str = ""
     twilio_api_base_url: str = ""  # a stand-in for Twilio's REST API (tests, staging)
     public_url: str = ""  # the base URL Twilio calls, e.g. https://ivr.example.com
@@ -66,6 +68,7 @@ class Config:
 
     ENV = {
         "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+        "twilio_webhook_shared_keys": "TWILIO_WEBHOOK_SHARED_KEYS",
         "twilio_account_sid": "TWILIO_ACCOUNT_SID",
         "twilio_api_base_url": "TWILIO_API_BASE_URL",
         "public_url": "PUBLIC_URL",
@@ -133,10 +136,29 @@ class Config:
         cfg = cls(**values)
         return replace(cfg, **overrides) if overrides else cfg
 
+    @property
+    def shared_keys(self) -> dict[str, str]:
+        """TWILIO_WEBHOOK_SHARED_KEYS as {key id: secret}; a bare secret is filed under "" and
+        serves any key id. Raises ValueError for a malformed value."""
+        keys: dict[str, str] = {}
+        for i, part in enumerate(p.strip() for p in self.twilio_webhook_shared_keys.split(",")):
+            if not part:
+                continue
+            key_id, sep, secret = part.partition("=")
+            key_id, secret = (key_id.strip(), secret.strip()) if sep else ("", key_id)
+            if not secret:
+                raise ValueError(f"TWILIO_WEBHOOK_SHARED_KEYS, entry {i + 1}: no secret after "
+                                 f"'{key_id}=' (write KEY_ID=SECRET, several separated by commas)")
+            if key_id in keys:
+                raise ValueError(f"TWILIO_WEBHOOK_SHARED_KEYS names {key_id or 'a bare secret'!r} twice")
+            keys[key_id] = secret
+        return keys
+
     def check(self, data_dir: bool = False) -> None:
         """Problems a command should refuse to start with, as ValueError with a clear message:
-        URLs that cannot be parsed and (with `data_dir`, for commands that keep files there)
-        a data folder that cannot be created."""
+        URLs that cannot be parsed, malformed shared keys and (with `data_dir`, for commands
+        that keep files there) a data folder that cannot be created."""
+        self.shared_keys  # noqa: B018 - raises for a malformed value
         if self.redis_url:
             from redis.connection import parse_url
 

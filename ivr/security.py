@@ -2,6 +2,11 @@
 
 Twilio signs the URL it called, so behind a proxy the URL must be rebuilt as Twilio saw it:
 from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host.
+
+By default the signature is an HMAC-SHA1 keyed with the account's auth token. When a Twilio
+Webhook Setting signs with a SharedKey instead, the request says so in
+X-Twilio-Webhooks-Signature-Settings (`key=<id>,algorithm=HMAC_SHA256`), and the secret comes
+from TWILIO_WEBHOOK_SHARED_KEYS.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from flask import abort, current_app, request
 from twilio.request_validator import RequestValidator
 
 log = logging.getLogger("ivr.security")
+
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+_unknown_keys: set[str] = set()  # shared key ids already reported as missing
 
 
 def public_base() -> str:
@@ -49,12 +58,14 @@ def is_valid_websocket() -> bool:
     if not cfg.validate_signatures:
         return True
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not cfg.twilio_auth_token:
+    key = signing_key()
+    if not signature or key is None:
         return False
+    secret, algorithm = key
     query = request.query_string.decode("latin-1")
     path = request.path + (f"?{query}" if query else "")
-    validator = RequestValidator(cfg.twilio_auth_token)
-    return any(validator.validate(base + path, {}, signature)
+    validator = RequestValidator(secret)
+    return any(validator.validate(base + path, {}, signature, algorithm)
                for base in (websocket_base(), public_base()))
 
 
@@ -63,17 +74,48 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
-def signature(token: str, url: str, params: Any) -> str:
-    """Twilio's X-Twilio-Signature for a request: HMAC-SHA1 of the URL followed by every
-    parameter's name and value, names sorted (and a repeated name's values sorted), in base64.
-    The same as twilio's RequestValidator.compute_signature, at a fraction of its CPU, which
-    counts on every webhook."""
+def signature(token: str, url: str, params: Any, algorithm: str = "HMAC_SHA1") -> str:
+    """Twilio's X-Twilio-Signature for a request: an HMAC (SHA-1 unless a Webhook Setting
+    chose SHA-256) of the URL followed by every parameter's name and value, names sorted (and
+    a repeated name's values sorted), in base64. The same as twilio's
+    RequestValidator.compute_signature, at a fraction of its CPU, which counts on every webhook."""
     text = [url]
     for name in sorted(params):
         values = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
         text += [name + value for value in (values if len(values) == 1 else sorted(set(values)))]
-    digest = hmac.new(token.encode(), "".join(text).encode(), hashlib.sha1).digest()
+    digest = hmac.new(token.encode(), "".join(text).encode(), ALGORITHMS[algorithm]).digest()
     return base64.b64encode(digest).decode()
+
+
+def signing_key() -> tuple[str, str] | None:
+    """(secret, algorithm) Twilio signed the current request with: the auth token and
+    HMAC_SHA1, or the SharedKey and algorithm its signature settings header names. None when
+    the server does not have that secret, or the algorithm is unknown."""
+    cfg = current_app.config["IVR"]
+    settings = request.headers.get(SETTINGS_HEADER)
+    if settings is None:
+        return (cfg.twilio_auth_token, "HMAC_SHA1") if cfg.twilio_auth_token else None
+    fields = dict(part.strip().partition("=")[::2] for part in settings.split(","))
+    key_id, algorithm = fields.get("key", "").strip(), fields.get("algorithm", "").strip().upper()
+    algorithm = algorithm or "HMAC_SHA1"
+    if algorithm not in ALGORITHMS:
+        log.warning("webhook signed with %r, which this server does not know (%s): rejected",
+                    algorithm, ", ".join(ALGORITHMS))
+        return None
+    try:
+        keys = cfg.shared_keys
+    except ValueError as exc:  # `ivr serve` refuses to start with it; an embedding app may not
+        log.error("%s: webhooks signed with a shared key are rejected", exc)
+        return None
+    secret = keys.get(key_id) or keys.get("")
+    if secret is None:
+        if key_id not in _unknown_keys:  # once per key: Twilio retries every webhook
+            _unknown_keys.add(key_id)
+            log.error("Twilio signed webhooks with the SharedKey %r, whose secret this server does "
+                      "not have: add it to TWILIO_WEBHOOK_SHARED_KEYS as %s=SECRET. Every such "
+                      "webhook is rejected with 403 until then.", key_id, key_id or "KEY_ID")
+        return None
+    return secret, algorithm
 
 
 def is_valid() -> bool:
@@ -81,15 +123,17 @@ def is_valid() -> bool:
     if not cfg.validate_signatures:
         return True
     given = request.headers.get("X-Twilio-Signature", "")
-    if not given or not cfg.twilio_auth_token:
+    key = signing_key()
+    if not given or key is None:
         return False
+    secret, algorithm = key
     params: Any = request.form if request.method == "POST" else {}
     url = public_url()
     # One HMAC for the URL as rebuilt; the library's full check (which also tries the URL with
     # and without a port) only when that does not match.
-    if hmac.compare_digest(signature(cfg.twilio_auth_token, url, params), given):
+    if hmac.compare_digest(signature(secret, url, params, algorithm), given):
         return True
-    return _validator(cfg.twilio_auth_token).validate(url, params, given)
+    return _validator(secret).validate(url, params, given, algorithm)
 
 
 def twilio_only(view):

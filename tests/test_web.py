@@ -157,6 +157,49 @@ def test_behind_a_proxy_the_url_is_rebuilt_from_forwarded_headers(make_app):
                        headers={"X-Twilio-Signature": signature}).status_code == 403
 
 
+def test_webhooks_signed_with_a_twilio_shared_key(make_app, caplog):
+    """A Twilio Webhook Setting can sign with a SharedKey and HMAC-SHA256 instead of the auth
+    token: the header names the key, TWILIO_WEBHOOK_SHARED_KEYS holds its secret."""
+    from twilio.request_validator import RequestValidator
+
+    app = make_app(twilio_webhook_shared_keys="webhooks_sharedkey_old=s3cret-old, "
+                                              "webhooks_sharedkey_new=s3cret-new")
+    client = app.test_client()
+    params = {"CallSid": "CA130", **CALLER}
+    url = PUBLIC + "/voice"
+
+    def post(secret, key, algorithm="HMAC_SHA256", claim=None, **extra):
+        signature = RequestValidator(secret).compute_signature(url, params, algorithm)
+        settings = f"key={key},algorithm={claim or algorithm}"
+        return client.post("/voice", data={**params, **extra}, headers={
+            "X-Twilio-Signature": signature, "X-Twilio-Webhooks-Signature-Settings": settings})
+
+    assert post("s3cret-new", "webhooks_sharedkey_new").status_code == 200
+    assert post("s3cret-old", "webhooks_sharedkey_old", "HMAC_SHA1").status_code == 200  # rotation
+    assert post("s3cret-old", "webhooks_sharedkey_new").status_code == 403  # the other key's secret
+    assert post(TOKEN, "webhooks_sharedkey_new").status_code == 403  # the header picks the secret
+    assert post("s3cret-new", "webhooks_sharedkey_new", From="+19995550000").status_code == 403
+    assert post("s3cret-new", "webhooks_sharedkey_new", claim="HMAC_MD5").status_code == 403
+    with caplog.at_level(logging.ERROR, logger="ivr.security"):
+        assert post("s3cret-x", "webhooks_sharedkey_unknown").status_code == 403
+        assert post("s3cret-x", "webhooks_sharedkey_unknown").status_code == 403
+    told = [r.getMessage() for r in caplog.records if "webhooks_sharedkey_unknown" in r.getMessage()]
+    assert len(told) == 1 and "TWILIO_WEBHOOK_SHARED_KEYS" in told[0]  # said once, with the fix
+    # the auth token still signs webhooks without the header
+    assert client.post("/voice", data=params, headers={"X-Twilio-Signature": sign(url, params)}
+                       ).status_code == 200
+
+
+def test_malformed_shared_keys_are_refused_at_start():
+    from ivr.config import Config
+
+    with pytest.raises(ValueError, match="entry 2: no secret after 'k2='"):
+        Config(twilio_webhook_shared_keys="k1=a,k2=").check()
+    with pytest.raises(ValueError, match="names 'k1' twice"):
+        Config(twilio_webhook_shared_keys="k1=a,k1=b").check()
+    assert Config(twilio_webhook_shared_keys=" onlysecret ").shared_keys == {"": "onlysecret"}
+
+
 def test_published_under_a_path_every_twiml_url_keeps_it(make_app):
     """PUBLIC_URL https://support.example.org/ivr: the proxy strips /ivr, and Twilio resolves
     the URLs in our TwiML against the host, so they must start with /ivr/voice."""
