@@ -181,7 +181,9 @@ class LineChange:
 
     def saved(self, rt: Runtime, replies: list[Any]) -> None:
         """After the save: a caller who left a line may let a waiting callback be next."""
-        if self.left and replies and replies[1]:  # replies: ZREM, ZCARD of the active callbacks
+        # replies: ZREM, ZCARD of the active callbacks; none when a resent save found the
+        # step stored already (then ask anyway: a dispatch with nothing to do is cheap)
+        if self.left and (not replies or replies[1]):
             request_dispatch(rt.redis, [self.left])
 
 

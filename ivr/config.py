@@ -31,7 +31,7 @@ class Config:
     """Settings for the server, the workers and the command line."""
 
     twilio_auth_token: str = ""
-    # Twilio Webhook Settings that sign with a SharedKey: "KEY_ID=SECRET,..." (or one bare SECRET)
+    # Twilio Webhook Settings that sign with a SharedKey: "KEY_ID:SECRET,..." (or one bare SECRET)
     twilio_webhook_shared_keys: str = ""
     twilio_account_sid: str = ""
     twilio_api_base_url: str = ""  # a stand-in for Twilio's REST API (tests, staging)
@@ -139,16 +139,17 @@ class Config:
     @property
     def shared_keys(self) -> dict[str, str]:
         """TWILIO_WEBHOOK_SHARED_KEYS as {key id: secret}; a bare secret is filed under "" and
-        serves any key id. Raises ValueError for a malformed value."""
+        serves any key id. Raises ValueError for a malformed value (never showing a secret).
+        The separator is ':' because secrets are base64, which may end in '='."""
         keys: dict[str, str] = {}
         for i, part in enumerate(p.strip() for p in self.twilio_webhook_shared_keys.split(",")):
             if not part:
                 continue
-            key_id, sep, secret = part.partition("=")
+            key_id, sep, secret = part.partition(":")
             key_id, secret = (key_id.strip(), secret.strip()) if sep else ("", key_id)
             if not secret:
                 raise ValueError(f"TWILIO_WEBHOOK_SHARED_KEYS, entry {i + 1}: no secret after "
-                                 f"'{key_id}=' (write KEY_ID=SECRET, several separated by commas)")
+                                 f"'{key_id}:' (write KEY_ID:SECRET, several separated by commas)")
             if key_id in keys:
                 raise ValueError(f"TWILIO_WEBHOOK_SHARED_KEYS names {key_id or 'a bare secret'!r} twice")
             keys[key_id] = secret

@@ -154,6 +154,14 @@ class FlowRegistry:
     def get(self, flow_id: str) -> Flow | None:
         return self.flows.get(flow_id)
 
+    def close_connections(self) -> None:
+        """Close the database connections of SQL caller directories (before a fork: each
+        process opens its own on the next refresh)."""
+        for item in self._loaded.values():
+            engine = getattr(item.directory, "engine", None)
+            if engine is not None:
+                engine.dispose()
+
     def directory(self, flow: Flow) -> Directory | None:
         for item in self._loaded.values():
             if item.flow.id == flow.id:

@@ -25,7 +25,7 @@ log = logging.getLogger("ivr.security")
 
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
-_unknown_keys: set[str] = set()  # shared key ids already reported as missing
+_unknown_keys: set[str] = set()  # shared key ids already reported as missing (a few)
 
 
 def public_base() -> str:
@@ -92,8 +92,8 @@ def signing_key() -> tuple[str, str] | None:
     HMAC_SHA1, or the SharedKey and algorithm its signature settings header names. None when
     the server does not have that secret, or the algorithm is unknown."""
     cfg = current_app.config["IVR"]
-    settings = request.headers.get(SETTINGS_HEADER)
-    if settings is None:
+    settings = request.headers.get(SETTINGS_HEADER, "").strip()
+    if not settings:  # as twilio's validator reads it: the auth token
         return (cfg.twilio_auth_token, "HMAC_SHA1") if cfg.twilio_auth_token else None
     fields = dict(part.strip().partition("=")[::2] for part in settings.split(","))
     key_id, algorithm = fields.get("key", "").strip(), fields.get("algorithm", "").strip().upper()
@@ -109,11 +109,14 @@ def signing_key() -> tuple[str, str] | None:
         return None
     secret = keys.get(key_id) or keys.get("")
     if secret is None:
-        if key_id not in _unknown_keys:  # once per key: Twilio retries every webhook
-            _unknown_keys.add(key_id)
+        # Once per key (Twilio retries every webhook), for a few keys: the header is not
+        # signed, so anyone can send any number of made-up ids.
+        shown = key_id[:80]
+        if shown not in _unknown_keys and len(_unknown_keys) < 20:
+            _unknown_keys.add(shown)
             log.error("Twilio signed webhooks with the SharedKey %r, whose secret this server does "
-                      "not have: add it to TWILIO_WEBHOOK_SHARED_KEYS as %s=SECRET. Every such "
-                      "webhook is rejected with 403 until then.", key_id, key_id or "KEY_ID")
+                      "not have: add it to TWILIO_WEBHOOK_SHARED_KEYS as %s:SECRET. Every such "
+                      "webhook is rejected with 403 until then.", shown, shown or "KEY_ID")
         return None
     return secret, algorithm
 

@@ -226,6 +226,7 @@ class Services:
             except Exception:  # the worker that needs it tries again and says why
                 log.exception("could not load the vosk model for %s", language)
         self.redis.connection_pool.disconnect()
+        self.registry.close_connections()
         if self._store is not None:
             self._store.close()
         if self._callbacks is not None and self._callbacks._store is not None:

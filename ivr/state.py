@@ -31,7 +31,8 @@ PREFIX = "ivr:call:"
 
 # KEYS: lock, call hash. ARGV: token, hold ms, reads asked for now (JSON list, '' none).
 # -> {0} when busy, else {1, state, step, twiml, v, {replies of the reads asked for now},
-#    replies of the reads stored by the last save...}
+#    replies of the reads stored by the last save...}; a read that fails gives its error as
+#    its reply (pcall), so a bad read costs an estimate, never the call.
 # (A lock already holding this token was taken by this request before its connection broke.)
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
@@ -39,11 +40,11 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v', 'reads')
 local asked = {}
 if ARGV[3] and ARGV[3] ~= '' then
-  for _, command in ipairs(cjson.decode(ARGV[3])) do table.insert(asked, redis.call(unpack(command))) end
+  for _, command in ipairs(cjson.decode(ARGV[3])) do table.insert(asked, redis.pcall(unpack(command))) end
 end
 local reply = {1, v[1], v[2], v[3], v[4] or '0', asked}
 if v[5] then
-  for _, command in ipairs(cjson.decode(v[5])) do table.insert(reply, redis.call(unpack(command))) end
+  for _, command in ipairs(cjson.decode(v[5])) do table.insert(reply, redis.pcall(unpack(command))) end
 end
 return reply
 """

@@ -264,6 +264,19 @@ def test_each_wait_cycle_sees_the_agents_as_they_are_now(server):
     assert line.entries(rt.redis, "billing") == []
 
 
+def test_a_broken_estimate_read_costs_the_estimate_not_the_call(server):
+    rt = server.rt
+    phone = Phone(server.url, "CA10", ADA)
+    phone.post("/voice")
+    phone.post("/voice/gather?s=1", Digits="1")
+    rt.redis.set("ivr:stats:billing", "not a hash")  # the stored reads' HMGET now fails
+    wait = phone.post("/voice/queue/wait?s=2", QueuePosition=1, QueueTime=5, AvgQueueTime=60,
+                      CurrentQueueSize=1)
+    assert wait.find(".//Play") is not None and "Sorry" not in said(wait)  # still holding
+    rt.redis.delete("ivr:stats:billing")
+    phone.post("/voice/status", CallStatus="completed", CallDuration=10)
+
+
 def test_agents_from_the_command_line(server, tmp_path):
     assert "alice is available" in ivr(server, "agents", "status", "alice", "available")
     listed = json.loads(ivr(server, "agents", "list", "--json"))

@@ -395,6 +395,22 @@ def test_open_sqlite_relative_to_the_flow_folder(tmp_path, monkeypatch):
     assert directory.lookup("+14155550100").first_name == "Ada"
 
 
+def test_a_sql_directory_opens_no_connection_across_a_fork(tmp_path):
+    """`ivr serve` loads flows in gunicorn's master and forks the workers: a SQL directory's
+    connection must be closed first (each worker opens its own) and the rows still served."""
+    from ivr.registry import FlowRegistry
+
+    make_table(sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}"), "clients")
+    (tmp_path / "line.yaml").write_text(
+        "id: line\ndirectory: sqlite:///crm.db#clients\nnodes:\n  bye: {hangup: Bye.}\n")
+    registry = FlowRegistry(tmp_path)
+    directory = registry.directory(registry.get("line"))
+    assert directory.engine.pool.checkedin() == 1  # the connection that read the rows
+    registry.close_connections()
+    assert directory.engine.pool.checkedin() == 0
+    assert directory.lookup("+14155550100").first_name == "Ada"
+
+
 @pytest.mark.parametrize(
     ("spec", "words"),
     [

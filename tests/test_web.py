@@ -162,8 +162,9 @@ def test_webhooks_signed_with_a_twilio_shared_key(make_app, caplog):
     token: the header names the key, TWILIO_WEBHOOK_SHARED_KEYS holds its secret."""
     from twilio.request_validator import RequestValidator
 
-    app = make_app(twilio_webhook_shared_keys="webhooks_sharedkey_old=s3cret-old, "
-                                              "webhooks_sharedkey_new=s3cret-new")
+    # secrets are base64 and may end in "=": the key id is separated by ":"
+    app = make_app(twilio_webhook_shared_keys="webhooks_sharedkey_old:s3cret/old==, "
+                                              "webhooks_sharedkey_new:s3cret+new=")
     client = app.test_client()
     params = {"CallSid": "CA130", **CALLER}
     url = PUBLIC + "/voice"
@@ -174,30 +175,36 @@ def test_webhooks_signed_with_a_twilio_shared_key(make_app, caplog):
         return client.post("/voice", data={**params, **extra}, headers={
             "X-Twilio-Signature": signature, "X-Twilio-Webhooks-Signature-Settings": settings})
 
-    assert post("s3cret-new", "webhooks_sharedkey_new").status_code == 200
-    assert post("s3cret-old", "webhooks_sharedkey_old", "HMAC_SHA1").status_code == 200  # rotation
-    assert post("s3cret-old", "webhooks_sharedkey_new").status_code == 403  # the other key's secret
+    assert post("s3cret+new=", "webhooks_sharedkey_new").status_code == 200
+    assert post("s3cret/old==", "webhooks_sharedkey_old", "HMAC_SHA1").status_code == 200  # rotation
+    assert post("s3cret/old==", "webhooks_sharedkey_new").status_code == 403  # the other key's
     assert post(TOKEN, "webhooks_sharedkey_new").status_code == 403  # the header picks the secret
-    assert post("s3cret-new", "webhooks_sharedkey_new", From="+19995550000").status_code == 403
-    assert post("s3cret-new", "webhooks_sharedkey_new", claim="HMAC_MD5").status_code == 403
+    assert post("s3cret+new=", "webhooks_sharedkey_new", From="+19995550000").status_code == 403
+    assert post("s3cret+new=", "webhooks_sharedkey_new", claim="HMAC_MD5").status_code == 403
     with caplog.at_level(logging.ERROR, logger="ivr.security"):
         assert post("s3cret-x", "webhooks_sharedkey_unknown").status_code == 403
         assert post("s3cret-x", "webhooks_sharedkey_unknown").status_code == 403
     told = [r.getMessage() for r in caplog.records if "webhooks_sharedkey_unknown" in r.getMessage()]
     assert len(told) == 1 and "TWILIO_WEBHOOK_SHARED_KEYS" in told[0]  # said once, with the fix
-    # the auth token still signs webhooks without the header
-    assert client.post("/voice", data=params, headers={"X-Twilio-Signature": sign(url, params)}
-                       ).status_code == 200
+    # the auth token still signs webhooks without the header, or with an empty one
+    for extra in ({}, {"X-Twilio-Webhooks-Signature-Settings": ""}):
+        assert client.post("/voice", data=params, headers={"X-Twilio-Signature": sign(url, params),
+                                                           **extra}).status_code == 200
+    # made-up key ids cannot fill the log or the memory
+    for i in range(100):
+        post("s3cret-x", f"made_up_{i}" + "x" * 5000)
+    assert len([r for r in caplog.records if "made_up_" in r.getMessage()]) <= 20
 
 
 def test_malformed_shared_keys_are_refused_at_start():
     from ivr.config import Config
 
-    with pytest.raises(ValueError, match="entry 2: no secret after 'k2='"):
-        Config(twilio_webhook_shared_keys="k1=a,k2=").check()
-    with pytest.raises(ValueError, match="names 'k1' twice"):
-        Config(twilio_webhook_shared_keys="k1=a,k1=b").check()
-    assert Config(twilio_webhook_shared_keys=" onlysecret ").shared_keys == {"": "onlysecret"}
+    with pytest.raises(ValueError, match="entry 2: no secret after 'k2:'"):
+        Config(twilio_webhook_shared_keys="k1:a,k2:").check()
+    with pytest.raises(ValueError, match="names 'k1' twice") as raised:
+        Config(twilio_webhook_shared_keys="k1:secret-one,k1:secret-two").check()
+    assert "secret-" not in str(raised.value)  # secrets never appear in messages
+    assert Config(twilio_webhook_shared_keys=" c2VjcmV0Cg== ").shared_keys == {"": "c2VjcmV0Cg=="}
 
 
 def test_published_under_a_path_every_twiml_url_keeps_it(make_app):
