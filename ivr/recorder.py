@@ -4,6 +4,7 @@ Web processes never write SQL on the webhook path: the script that saves a call'
 adds its log records to a Redis stream atomically with it (ivr/state.py). On each host the web
 process holding a Redis lease runs the `Recorder` thread (ivr/services.py); recorders on several
 hosts, or `ivr recorder`, form one consumer group, so each entry is taken by one of them. An
+entry holds one record, or (one entry per webhook) a JSON array of records. An
 entry is acknowledged and deleted only after its batch is committed, so while the
 database is down entries wait in Redis; entries a dead process read but never
 acknowledged are claimed by another after `claim_idle_ms`. Store writes are idempotent,
@@ -49,21 +50,21 @@ return removed
 """
 
 
-def encode(record: dict) -> str:
-    """One log record as compact JSON; datetimes become ISO 8601 strings."""
+def encode(record: dict | list[dict]) -> str:
+    """A log record, or a list of them, as compact JSON; datetimes become ISO 8601 strings."""
     return json.dumps(record, separators=(",", ":"), default=_json_default)
 
 
 def append(pipe_or_redis: Any, records: list[dict], stream: str = STREAM) -> None:
-    """Add log records to the stream, one entry each (field ``r``, JSON).
+    """Add log records to the stream as one entry (field ``r``, a JSON array).
 
     Pass the MULTI pipeline that writes the related state (test calls do), so both are
     stored together or not at all; live calls' records go in with their state in the save
     script of ivr/state.py. The stream is never trimmed here:
     the recorder deletes entries once they are in the database.
     """
-    for record in records:
-        pipe_or_redis.xadd(stream, {"r": encode(record)})
+    if records:
+        pipe_or_redis.xadd(stream, {"r": encode(records)})
 
 
 class Recorder:
@@ -155,9 +156,9 @@ class Recorder:
         delay = 0.0
         while not stop.is_set():
             try:
-                written = self.drain(block_ms=max(block_ms, 1))
+                self.drain(block_ms=max(block_ms, 1))
                 failed = self.store_failed
-                if not failed and 0 < written < self.batch and linger_s:
+                if not failed and 0 < self._last_read < self.batch and linger_s:
                     stop.wait(linger_s)
             except Exception:
                 log.exception("recorder %s: cannot read the log stream", self.consumer)
@@ -253,7 +254,7 @@ class Recorder:
 
     def _process(self, entries: list[tuple[str, dict | None]]) -> int:
         done: list[str] = []  # entries already deleted: nothing left to record
-        good: list[tuple[str, str, dict]] = []
+        good: list[tuple[str, list]] = []
         dead: list[tuple[str, str, str]] = []
         for entry_id, fields in entries:
             if not fields:
@@ -261,52 +262,59 @@ class Recorder:
                 continue
             raw = fields.get("r")
             try:
-                record = json.loads(raw) if raw is not None else None
-                if not isinstance(record, dict):
-                    raise ValueError("entry has no JSON object in field r")
+                good.append((entry_id, _records(raw)))
             except ValueError as e:
                 dead.append((entry_id, raw if raw is not None else json.dumps(fields), str(e)))
-                continue
-            good.append((entry_id, raw, record))
 
-        recorded, failed = self._record(good)
+        recorded, failed, written = self._record(good)
         dead += failed
         self._finish(done + recorded, dead)
-        return len(recorded)
+        return written
 
-    def _record(self, good: list[tuple[str, str, dict]]) -> tuple[list[str], list[tuple[str, str, str]]]:
-        """Write a batch; return the entry IDs written and the (id, raw, error) rejected."""
-        if not good:
-            return [], []
+    def _record(self, good: list[tuple[str, list]]) -> tuple[list[str], list[tuple[str, str, str]], int]:
+        """Write a batch; return the entry IDs done, the (id, raw, error) rejected, and how
+        many records were written."""
+        records = [record for _, entry in good for record in entry]
+        if not records:
+            return [entry_id for entry_id, _ in good], [], 0
         try:
             if self._schema_unsure:  # back from an outage: a new database may have no tables yet
                 self.store.migrate()
                 self._schema_unsure = False
-            self.store.record([record for _, _, record in good])
-            return [entry_id for entry_id, _, _ in good], []
+            self.store.record(records)
+            return [entry_id for entry_id, _ in good], [], len(records)
         except BAD_RECORD:
             # Somewhere in the batch is a record the store refuses: find it.
             return self._record_one_by_one(good)
         except Exception:
             self._store_down()
-            return [], []
+            return [], [], 0
 
     def _record_one_by_one(
-        self, good: list[tuple[str, str, dict]]
-    ) -> tuple[list[str], list[tuple[str, str, str]]]:
+        self, good: list[tuple[str, list]]
+    ) -> tuple[list[str], list[tuple[str, str, str]], int]:
+        """Entry by entry, and within a refused entry record by record: only the records the
+        store refuses are dead-lettered, each on its own; the rest of their entry is stored."""
         recorded: list[str] = []
         dead: list[tuple[str, str, str]] = []
-        for entry_id, raw, record in good:
+        written = 0
+        for entry_id, entry in good:
             try:
-                self.store.record([record])
-            except BAD_RECORD as e:
-                dead.append((entry_id, raw, f"{type(e).__name__}: {e}"))
+                try:
+                    self.store.record(entry)
+                    written += len(entry)
+                except BAD_RECORD:
+                    for record in entry:
+                        try:
+                            self.store.record([record])
+                            written += 1
+                        except BAD_RECORD as e:
+                            dead.append((entry_id, _raw(record), f"{type(e).__name__}: {e}"))
             except Exception:
                 self._store_down()
                 break
-            else:
-                recorded.append(entry_id)
-        return recorded, dead
+            recorded.append(entry_id)
+        return recorded, dead, written
 
     def _store_down(self) -> None:
         log.exception("recorder %s: cannot write to %r; entries stay pending", self.consumer, self.store)
@@ -335,6 +343,23 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _records(raw: str | None) -> list:
+    """The records of an entry's field ``r``: one JSON object, or an array of them."""
+    value = json.loads(raw) if raw is not None else None
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return value  # a member that is not an object is refused by the store, on its own
+    raise ValueError("entry has no JSON object or array in field r")
+
+
+def _raw(record: Any) -> str:
+    try:
+        return encode(record)
+    except (TypeError, ValueError):
+        return repr(record)
 
 
 def _str(value: Any) -> str:

@@ -52,7 +52,8 @@ return reply
 # KEYS: call hash, lock, stream.
 # ARGV: token, ttl, state, step ('' keeps it), twiml, version read under the lock ('' none),
 # commands (a JSON list of Redis commands to run with the save, '' none),
-# reads (a JSON list of read-only commands for the next acquire to run, '' none), records...
+# reads (a JSON list of read-only commands for the next acquire to run, '' none), then the
+# step's log records as one JSON array (one stream entry per webhook; absent when none).
 # -> {0}, writing nothing, when the state changed since this request read it (its lock expired
 # and another request ran the same step meanwhile): only one of them may store the step.
 # Else {1, the commands' replies...}; {2} when this request had already stored it (the reply was
@@ -235,7 +236,8 @@ class CallStates:
                 json.dumps(state, separators=(",", ":")),
                 "" if step is None else str(step), twiml or "", held["version"] if held else "",
                 _commands(commands), _commands(reads)]
-        args += [recorder.encode(r) for r in records]
+        if records:
+            args.append(recorder.encode(records))
         reply = self.scripts.run(self._save, [self.key(call_sid), self._lock_key(call_sid), self.stream],
                                  args)
         if not reply[0]:

@@ -390,9 +390,12 @@ class Store:
         if by_type["call_started"]:
             conn.execute(sql.call_started, by_type["call_started"])
 
+        fresh: dict[str, dict[int, dict]] = {}  # this batch's steps, per call and seq
         if by_type["step"]:
             conn.execute(sql.steps, by_type["step"])
-            self._count_steps(conn, {row["call_sid"] for row in by_type["step"]})
+            for row in by_type["step"]:
+                fresh.setdefault(row["call_sid"], {}).setdefault(row["seq"], row)
+            self._count_steps(conn, set(fresh))
 
         # Only the fields each record knows (a later duplicate with gaps keeps the rest), in one
         # executemany per set of fields.
@@ -418,7 +421,7 @@ class Store:
         # its end, or a step or its start arriving late.
         touched = {row["call_sid"] for kind, row in parsed if kind in ("call_started", "step", "call_ended")}
         if touched:
-            self._summarise(conn, touched)
+            self._summarise(conn, touched, fresh)
 
     def _apply_callbacks(self, conn: Connection, rows: list[dict]) -> None:
         # Newest snapshot per key only: one statement may not update a row twice (PostgreSQL).
@@ -437,8 +440,13 @@ class Store:
             if values:
                 conn.execute(upsert, values)
 
-    def _summarise(self, conn: Connection, call_sids: set[str]) -> int:
-        """Write `call_metrics` and `menu_metrics` for those of the calls that have ended."""
+    def _summarise(self, conn: Connection, call_sids: set[str],
+                   fresh: dict[str, dict[int, dict]] | None = None) -> int:
+        """Write `call_metrics` and `menu_metrics` for those of the calls that have ended.
+
+        `fresh` are the step rows just written, per call and seq. A call whose steps were all
+        in them (the database counted the call's steps in this transaction) is summarised
+        from those rows; the others' steps are read back."""
         from .metrics import summarise
 
         sql = self._sql
@@ -447,7 +455,16 @@ class Store:
             return 0
         sids = [c["call_sid"] for c in ended]
         by_call: dict[str, list[dict]] = {sid: [] for sid in sids}
-        for r in conn.execute(sql.steps_of, {"sids": sids}):
+        unread = []
+        for call in ended:
+            rows = (fresh or {}).get(call["call_sid"])
+            if rows is not None and len(rows) == call["steps_count"]:
+                by_call[call["call_sid"]] = [
+                    dict(row, detail=json.loads(row["detail"]) if row["detail"] else None)
+                    for row in rows.values()]
+            else:
+                unread.append(call["call_sid"])
+        for r in conn.execute(sql.steps_of, {"sids": unread}) if unread else ():
             row = dict(r._mapping)
             row["detail"] = json.loads(row["detail"]) if row["detail"] else None
             by_call[row["call_sid"]].append(row)

@@ -119,9 +119,9 @@ def test_database_outage_leaves_entries_pending_then_records_once(r, stream, sto
     recorder = Recorder(r, down, stream=stream, consumer="c1")
     assert recorder.drain() == 0
     assert recorder.store_failed
-    assert pending(r, stream) == 6 and r.xlen(stream) == 6
+    assert pending(r, stream) == 1 and r.xlen(stream) == 1  # one entry: the call's 6 records
     assert recorder.drain() == 0  # retried from its own pending list, still down
-    assert pending(r, stream) == 6
+    assert pending(r, stream) == 1
 
     # More calls arrive while the database is down.
     append(r, call_records("CA2", steps=2), stream=stream)
@@ -138,7 +138,7 @@ def test_a_database_that_comes_back_empty_gets_its_tables_first(r, stream, tmp_p
     back, the recorder brings the schema up to date before writing what waited in Redis."""
     append(r, call_records("CA1", steps=2), stream=stream)
     recorder = Recorder(r, Store(DOWN_URL), stream=stream, consumer="c1")
-    assert recorder.drain() == 0 and pending(r, stream) == 3
+    assert recorder.drain() == 0 and pending(r, stream) == 1
     fresh = Store(f"sqlite:///{tmp_path}/new.db")  # never migrated
     recorder.store = fresh
     assert recorder.flush() == 3
@@ -162,9 +162,9 @@ def test_entries_of_a_dead_consumer_are_claimed(r, stream, store):
     append(r, call_records("CA1"), stream=stream)
     # "dead" reads the entries and never acknowledges them.
     got = r.xreadgroup("recorder", "dead", {stream: ">"}, count=100)
-    assert len(got[0][1]) == 4
+    assert len(got[0][1]) == 1
     assert recorder.drain() == 0  # not idle long enough yet
-    assert pending(r, stream) == 4
+    assert pending(r, stream) == 1
 
     time.sleep(0.15)
     assert recorder.flush() == 4
@@ -207,6 +207,32 @@ def test_malformed_records_go_to_dead_letter_and_do_not_block(r, stream, store):
     assert "missing at" in fields[3]["error"]
     assert json.loads(fields[3]["r"])["seq"] == 9
     assert all(f["stream"] == stream and f["id"] for f in fields)
+
+
+def test_a_refused_record_is_dead_lettered_alone_and_its_entry_mates_are_stored(r, stream, store):
+    """One webhook's records share a stream entry: a record the database refuses goes to the
+    dead-letter stream on its own, and the other records of its entry are stored."""
+    records = call_records("CA1", steps=2)
+    bad = {"type": "step", "call_sid": "CA1", "seq": -1, "event": "enter", "at": T0.isoformat()}
+    append(r, records[:2] + [bad] + records[2:], stream=stream)
+    append(r, call_records("CA2", steps=1), stream=stream)
+
+    assert Recorder(r, store, stream=stream).flush() == 3 + 2
+    assert [s["seq"] for s in store.steps("CA1")] == [1, 2]
+    assert store.call("CA2")["steps_count"] == 1
+    dead = r.xrange(f"{stream}:dead")
+    assert len(dead) == 1
+    fields = {k.decode(): v.decode() for k, v in dead[0][1].items()}
+    assert json.loads(fields["r"]) == bad and "seq: must not be negative" in fields["error"]
+    assert r.xlen(stream) == 0 and pending(r, stream) == 0
+
+
+def test_entries_of_one_record_each_are_recorded_too(r, stream, store):
+    """The layout of older versions (and of callback snapshots): one JSON object per entry."""
+    for record in call_records("CA1", steps=2):
+        r.xadd(stream, {"r": json.dumps(record, default=str)})
+    assert Recorder(r, store, stream=stream).flush() == 3
+    assert store.call("CA1")["steps_count"] == 2
 
 
 def test_stream_lost_with_redis_restart_is_recreated(r, stream, store):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from ivr import events as E
 from ivr import reports, retention
 from ivr.recorder import Recorder, append
-from ivr.store import Store, call_metrics, calls, steps
+from ivr.store import Store, call_metrics, calls, menu_metrics, steps
 
 from .conftest import REDIS_HOST, REDIS_PORT
 from .reportutil import T0, drive, empty_store, scenario
@@ -173,6 +173,30 @@ def test_rebuild_recomputes_every_call(any_store):
     assert reports.overview(any_store, period())["calls"] == 0
     assert any_store.rebuild_metrics() == 7
     assert reports.overview(any_store, period())["service_level"] == 0.5
+
+
+def _measures(store: Store) -> tuple[list[dict], list[dict]]:
+    with store.engine.connect() as conn:
+        metrics = conn.execute(sa.select(call_metrics).order_by(call_metrics.c.call_sid))
+        menus = conn.execute(sa.select(menu_metrics).order_by(menu_metrics.c.call_sid, menu_metrics.c.node))
+        return [dict(r._mapping) for r in metrics], [dict(r._mapping) for r in menus]
+
+
+@pytest.mark.parametrize("batches", [1, 3])
+def test_measures_from_the_batch_equal_those_read_back(any_store, batches):
+    """The recorder summarises a call from the steps in its batch when they are all the call's
+    steps, else from the database: both give the same measures (rebuild_metrics reads back)."""
+    records = scenario()
+    size = -(-len(records) // batches)
+    for i in range(0, len(records), size):  # a call's steps may span batches
+        any_store.record(records[i:i + size])
+    from_batches = _measures(any_store)
+    assert len(from_batches[0]) == 7 and from_batches[1]
+    with any_store.begin_write() as conn:
+        conn.execute(call_metrics.delete())
+        conn.execute(menu_metrics.delete())
+    assert any_store.rebuild_metrics() == 7
+    assert _measures(any_store) == from_batches
 
 
 def test_the_recorder_path_writes_the_measures(tmp_path):
