@@ -22,6 +22,7 @@ import time
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from redis.exceptions import ResponseError
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -50,9 +51,10 @@ return removed
 """
 
 
-def encode(record: dict | list[dict]) -> str:
-    """A log record, or a list of them, as compact JSON; datetimes become ISO 8601 strings."""
-    return json.dumps(record, separators=(",", ":"), default=_json_default)
+def encode(record: dict | list[dict]) -> bytes:
+    """A log record, or a list of them, as compact JSON (UTF-8); datetimes become ISO 8601
+    strings."""
+    return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def append(pipe_or_redis: Any, records: list[dict], stream: str = STREAM) -> None:
@@ -347,7 +349,7 @@ def _json_default(value: Any) -> Any:
 
 def _records(raw: str | None) -> list:
     """The records of an entry's field ``r``: one JSON object, or an array of them."""
-    value = json.loads(raw) if raw is not None else None
+    value = orjson.loads(raw) if raw is not None else None
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):
@@ -357,7 +359,7 @@ def _records(raw: str | None) -> list:
 
 def _raw(record: Any) -> str:
     try:
-        return encode(record)
+        return encode(record).decode()
     except (TypeError, ValueError):
         return repr(record)
 

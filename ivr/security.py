@@ -80,10 +80,10 @@ def signature(token: str, url: str, params: Any, algorithm: str = "HMAC_SHA1") -
     a repeated name's values sorted), in base64. The same as twilio's
     RequestValidator.compute_signature, at a fraction of its CPU, which counts on every webhook."""
     text = [url]
-    for name in sorted(params):
-        values = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
+    lists = params.lists() if hasattr(params, "lists") else ((k, [v]) for k, v in params.items())
+    for name, values in sorted(lists):
         text += [name + value for value in (values if len(values) == 1 else sorted(set(values)))]
-    digest = hmac.new(token.encode(), "".join(text).encode(), ALGORITHMS[algorithm]).digest()
+    digest = hmac.digest(token.encode(), "".join(text).encode(), ALGORITHMS[algorithm])
     return base64.b64encode(digest).decode()
 
 

@@ -14,7 +14,6 @@ script does, on every webhook. Both scripts can be sent again after a lost conne
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import redis
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
@@ -233,7 +233,7 @@ class CallStates:
         `prefetched` has their replies without another round trip."""
         held = self._holding(call_sid)
         args = [held["token"] if held else "", ttl or self.ttl,
-                json.dumps(state, separators=(",", ":")),
+                orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS),
                 "" if step is None else str(step), twiml or "", held["version"] if held else "",
                 _commands(commands), _commands(reads)]
         if records:
@@ -262,8 +262,8 @@ def _pack(*args: str | bytes | int | float) -> bytes:
     return b"".join(out)
 
 
-def _commands(commands: Sequence[Sequence[str | int | float]]) -> str:
-    return json.dumps([[str(a) for a in c] for c in commands], separators=(",", ":")) if commands else ""
+def _commands(commands: Sequence[Sequence[str | int | float]]) -> bytes:
+    return orjson.dumps([[str(a) for a in c] for c in commands]) if commands else b""
 
 
 def _decode(values) -> tuple[dict | None, int, str | None]:
@@ -272,7 +272,7 @@ def _decode(values) -> tuple[dict | None, int, str | None]:
         return None, 0, None
     if isinstance(twiml, bytes):
         twiml = twiml.decode()
-    return json.loads(state), int(step or 0), twiml
+    return orjson.loads(state), int(step or 0), twiml
 
 
 def _text(value) -> str:

@@ -838,6 +838,9 @@ def _get(r: dict, key: str, required: bool) -> Any:
 
 
 def _text(r: dict, key: str, required: bool = False, long: bool = False) -> str | None:
+    value = r.get(key)
+    if value.__class__ is str and value and (long or len(value) <= NAME_MAX) and "\x00" not in value:
+        return value  # the usual case, all checks at once (this runs for every field of every record)
     value = _get(r, key, required)
     if value is None:
         return None

@@ -42,7 +42,7 @@ def _published_path() -> None:
 
 
 def xml(body: str, status: int = 200) -> Response:
-    return Response(body, status=status, mimetype="text/xml")
+    return Response(body, status=status, content_type="text/xml; charset=utf-8")
 
 
 def fail_safe(reason: str, flow=None) -> Response:
