@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -56,9 +57,20 @@ def parse_form(text: str) -> list[tuple[str, str]]:
     for part in text.split("&"):
         if part:
             name, _, value = part.partition("=")
-            pairs.append((unquote_plus(name) if "%" in name or "+" in name else name,
-                          unquote_plus(value) if "%" in value or "+" in value else value))
+            pairs.append((_unquote(name) if "%" in name or "+" in name else name,
+                          _unquote(value) if "%" in value or "+" in value else value))
     return pairs
+
+
+@lru_cache(maxsize=4096)
+def _unquote_short(text: str) -> str:
+    return unquote_plus(text)
+
+
+def _unquote(text: str) -> str:
+    # The same few encoded values come in webhook after webhook: the caller's and the called
+    # number (`%2B1...`), the city, the call status. Long ones (what a caller said) are not kept.
+    return _unquote_short(text) if len(text) <= 64 else unquote_plus(text)
 
 
 def create_app(config: Config | dict[str, Any] | None = None, services: Services | None = None) -> Flask:

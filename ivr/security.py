@@ -82,7 +82,11 @@ def signature(token: str, url: str, params: Any, algorithm: str = "HMAC_SHA1") -
     text = [url]
     lists = params.lists() if hasattr(params, "lists") else ((k, [v]) for k, v in params.items())
     for name, values in sorted(lists):
-        text += [name + value for value in (values if len(values) == 1 else sorted(set(values)))]
+        if len(values) == 1:
+            text += (name, values[0])
+        else:
+            for value in sorted(set(values)):
+                text += (name, value)
     digest = hmac.digest(token.encode(), "".join(text).encode(), ALGORITHMS[algorithm])
     return base64.b64encode(digest).decode()
 

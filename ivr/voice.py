@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
@@ -38,7 +39,12 @@ def services() -> Services:
 @bp.before_request
 def _published_path() -> None:
     """TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's)."""
-    twiml.set_prefix(urlsplit(public_base()).path)
+    twiml.set_prefix(_path_of(public_base()))
+
+
+@lru_cache(maxsize=64)
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
 
 
 def xml(body: str, status: int = 200) -> Response:
