@@ -148,7 +148,7 @@ class Recorder:
             self._own_pending = True
             raise
 
-    def run(self, stop: threading.Event, block_ms: int = 1000, linger_s: float = 0.5) -> None:
+    def run(self, stop: threading.Event, block_ms: int = 1000, linger_s: float = 1.0) -> None:
         """Drain until `stop` is set; outlives Redis and database outages.
 
         After a small batch it waits `linger_s` before reading again, so records arrive in
