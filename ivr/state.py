@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import hiredis
 import orjson
 import redis
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
@@ -253,13 +254,9 @@ class CallStates:
 
 
 def _pack(*args: str | bytes | int | float) -> bytes:
-    """One command in the Redis protocol. redis-py's packer, general enough for any client
-    setting, costs a tenth of a webhook's CPU for these few arguments."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+    """One command in the Redis protocol, packed by hiredis in C: redis-py's packer, general
+    enough for any client setting, costs a tenth of a webhook's CPU for these few arguments."""
+    return hiredis.pack_command(args)
 
 
 def _commands(commands: Sequence[Sequence[str | int | float]]) -> bytes:

@@ -199,6 +199,33 @@ def test_measures_from_the_batch_equal_those_read_back(any_store, batches):
     assert _measures(any_store) == from_batches
 
 
+def test_the_recorder_stores_values_as_sqlalchemy_would(any_store):
+    """The recorder sends its rows straight to the driver: what lands in the tables (times as
+    SQLite text, booleans, floats) is what SQLAlchemy itself would have written."""
+    from ivr.store import parse_record
+
+    records = [r for r in scenario() if r.get("call_sid") == "CA_C"]
+    assert any(r["type"] == "call_started" for r in records)
+    any_store.record(records)
+    copies = [parse_record(dict(r, call_sid="CA_COPY")) for r in records]
+    with any_store.begin_write() as conn:
+        conn.execute(calls.insert(), [row for kind, row in copies if kind == "call_started"])
+        conn.execute(steps.insert(), [row for kind, row in copies if kind == "step"])
+
+    def raw(table: str, columns: str, sid: str) -> list[tuple]:
+        order = " ORDER BY seq" if table == "steps" else ""
+        with any_store.engine.connect() as conn:
+            query = f"SELECT {columns} FROM {table} WHERE call_sid = '{sid}'{order}"
+            return [tuple(r) for r in conn.exec_driver_sql(query)]
+
+    step_columns = ("seq, at, flow, node, kind, event, digits, speech, confidence, intent, said, "
+                    "action, detail")
+    assert raw("steps", step_columns, "CA_C") == raw("steps", step_columns, "CA_COPY")
+    call_columns = ("flow, from_number, to_number, caller_known, customer_id, started_at, "
+                    "answered_at, is_test")
+    assert raw("calls", call_columns, "CA_C") == raw("calls", call_columns, "CA_COPY")
+
+
 def test_the_recorder_path_writes_the_measures(tmp_path):
     """Records go through a real Redis stream and the recorder, as on the server."""
     client = redis.Redis(REDIS_HOST, REDIS_PORT, db=6)
