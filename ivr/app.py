@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -33,11 +34,16 @@ class TwilioRequest(Request):
         except ValueError:
             length = -1
         kind = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded" or not 0 <= length <= self.FAST_LIMIT:
+        limit = self.max_content_length
+        if (kind != "application/x-www-form-urlencoded" or not 0 <= length <= self.FAST_LIMIT
+                or (limit is not None and length > limit)):
             super()._load_form_data()
             return
-        body = environ["wsgi.input"].read(length) if length else b""
-        self._cached_data = body  # what get_data() answers from now on
+        body = getattr(self, "_cached_data", None)  # get_data() may have read it already
+        if body is None:
+            body = environ["wsgi.input"].read(length) if length else b""
+            self._cached_data = body  # what get_data() answers from now on
+            self.__dict__["stream"] = BytesIO()  # read to the end, as werkzeug leaves it
         self.__dict__["form"] = ImmutableMultiDict(parse_form(body.decode("utf-8", "replace")))
         self.__dict__["files"] = ImmutableMultiDict()
 

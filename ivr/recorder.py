@@ -54,7 +54,10 @@ return removed
 def encode(record: dict | list[dict]) -> bytes:
     """A log record, or a list of them, as compact JSON (UTF-8); datetimes become ISO 8601
     strings."""
-    return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (an integer past 64 bits): the store judges it
+        return json.dumps(record, separators=(",", ":"), default=_json_default).encode()
 
 
 def append(pipe_or_redis: Any, records: list[dict], stream: str = STREAM) -> None:
@@ -296,11 +299,15 @@ class Recorder:
         self, good: list[tuple[str, list]]
     ) -> tuple[list[str], list[tuple[str, str, str]], int]:
         """Entry by entry, and within a refused entry record by record: only the records the
-        store refuses are dead-lettered, each on its own; the rest of their entry is stored."""
+        store refuses are dead-lettered, each on its own; the rest of their entry is stored.
+        An entry is finished (acknowledged, its refused records dead-lettered) only once all
+        its records are through: if the database fails partway, the entry stays pending and
+        is tried again whole (writes are idempotent)."""
         recorded: list[str] = []
         dead: list[tuple[str, str, str]] = []
         written = 0
         for entry_id, entry in good:
+            refused: list[tuple[str, str, str]] = []
             try:
                 try:
                     self.store.record(entry)
@@ -311,11 +318,12 @@ class Recorder:
                             self.store.record([record])
                             written += 1
                         except BAD_RECORD as e:
-                            dead.append((entry_id, _raw(record), f"{type(e).__name__}: {e}"))
+                            refused.append((entry_id, _raw(record), f"{type(e).__name__}: {e}"))
             except Exception:
                 self._store_down()
                 break
             recorded.append(entry_id)
+            dead += refused
         return recorded, dead, written
 
     def _store_down(self) -> None:
@@ -349,7 +357,10 @@ def _json_default(value: Any) -> Any:
 
 def _records(raw: str | None) -> list:
     """The records of an entry's field ``r``: one JSON object, or an array of them."""
-    value = orjson.loads(raw) if raw is not None else None
+    try:
+        value = orjson.loads(raw) if raw is not None else None
+    except ValueError:  # entries of older versions may hold NaN, which json reads
+        value = json.loads(raw)
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):

@@ -14,6 +14,7 @@ script does, on every webhook. Both scripts can be sent again after a lost conne
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -234,7 +235,7 @@ class CallStates:
         `prefetched` has their replies without another round trip."""
         held = self._holding(call_sid)
         args = [held["token"] if held else "", ttl or self.ttl,
-                orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS),
+                _dumps(state),
                 "" if step is None else str(step), twiml or "", held["version"] if held else "",
                 _commands(commands), _commands(reads)]
         if records:
@@ -269,7 +270,18 @@ def _decode(values) -> tuple[dict | None, int, str | None]:
         return None, 0, None
     if isinstance(twiml, bytes):
         twiml = twiml.decode()
-    return orjson.loads(state), int(step or 0), twiml
+    try:
+        decoded = orjson.loads(state)
+    except ValueError:  # state written by an older version may hold NaN, which json reads
+        decoded = json.loads(state)
+    return decoded, int(step or 0), twiml
+
+
+def _dumps(state: dict) -> bytes:
+    try:
+        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (an integer past 64 bits), json writes
+        return json.dumps(state, separators=(",", ":")).encode()
 
 
 def _text(value) -> str:

@@ -472,9 +472,11 @@ class Store:
                    fresh: dict[str, dict[int, dict]] | None = None) -> int:
         """Write `call_metrics` and `menu_metrics` for those of the calls that have ended.
 
-        `fresh` are the step rows just written, per call and seq. A call whose steps were all
-        in them (the database counted the call's steps in this transaction) is summarised
-        from those rows; the others' steps are read back."""
+        `fresh` are the step rows just written, per call and seq. On SQLite, a call whose
+        steps were all in them (the database counted the call's steps in this transaction) is
+        summarised from those rows; the others' steps are read back. On PostgreSQL they are
+        always read back: two recorders' transactions can overlap there, and a count taken
+        while waiting for the other's row lock misses the other's steps."""
         from .metrics import summarise
 
         sql = self._sql
@@ -485,7 +487,7 @@ class Store:
         by_call: dict[str, list[dict]] = {sid: [] for sid in sids}
         unread = []
         for call in ended:
-            rows = (fresh or {}).get(call["call_sid"])
+            rows = (fresh or {}).get(call["call_sid"]) if self.dialect == "sqlite" else None
             if rows is not None and len(rows) == call["steps_count"]:
                 by_call[call["call_sid"]] = [
                     dict(row, detail=json.loads(row["detail"]) if row["detail"] else None)

@@ -227,6 +227,40 @@ def test_a_refused_record_is_dead_lettered_alone_and_its_entry_mates_are_stored(
     assert r.xlen(stream) == 0 and pending(r, stream) == 0
 
 
+class _GoesAwayOnce:
+    """The real store, except that the database "goes away" the first time one given record
+    is written on its own. A stand-in: no real database can be made to fail at that moment."""
+
+    def __init__(self, store: Store, seq: int):
+        self.store, self.seq = store, seq
+
+    def record(self, records: list[dict]) -> None:
+        if self.seq is not None and len(records) == 1 and records[0].get("seq") == self.seq:
+            self.seq = None
+            raise sa.exc.OperationalError("INSERT INTO steps", {}, Exception("server closed the connection"))
+        self.store.record(records)
+
+    def migrate(self) -> None:
+        self.store.migrate()
+
+
+def test_a_database_failure_while_an_entry_is_sorted_out_loses_none_of_it(r, stream, store):
+    """The database goes away while an entry with a refused record is written record by record:
+    the entry stays pending whole, and once the database is back every good record is stored
+    and the refused one dead-lettered once."""
+    records = call_records("CA1", steps=3)
+    records[2] = dict(records[2], event=None)  # step 2 has no event: the database refuses it
+    append(r, records, stream=stream)
+    recorder = Recorder(r, _GoesAwayOnce(store, seq=3), stream=stream)
+    assert recorder.drain() == 2  # call_started and step 1, then the database went away
+    assert recorder.store_failed and pending(r, stream) == 1 and r.xlen(f"{stream}:dead") == 0
+    recorder.flush()
+    assert [s["seq"] for s in store.steps("CA1")] == [1, 3]
+    assert r.xlen(stream) == 0 and pending(r, stream) == 0
+    dead = r.xrange(f"{stream}:dead")
+    assert len(dead) == 1 and json.loads(dead[0][1][b"r"])["seq"] == 2
+
+
 def test_entries_of_one_record_each_are_recorded_too(r, stream, store):
     """The layout of older versions (and of callback snapshots): one JSON object per entry."""
     for record in call_records("CA1", steps=2):

@@ -471,6 +471,41 @@ def test_form_bodies_read_as_urllib_reads_them():
     assert parse_form(text) == [("From", "+1 415"), ("x", "a&b=c")]
 
 
+def test_twilio_requests_read_their_body_as_flask_does():
+    """The quick body reader behaves like werkzeug's for whoever reads the request: the raw body
+    first and the form after (or the other way round), the stream after the form, the URL's
+    parameters, and Flask's MAX_CONTENT_LENGTH."""
+    from flask import Flask, Request
+    from werkzeug.exceptions import RequestEntityTooLarge
+    from werkzeug.test import EnvironBuilder
+
+    from ivr.app import TwilioRequest
+
+    def environ(query: str = "s=2&speech=caf%C3%A9+au+lait"):
+        return EnvironBuilder(path="/voice/gather", query_string=query, method="POST",
+                              data="CallSid=CA1&From=%2B14155550100&Digits=1",
+                              content_type="application/x-www-form-urlencoded").get_environ()
+
+    flask_app = Flask("t")
+    with flask_app.app_context():
+        for first in ("body", "form"):
+            ours, theirs = TwilioRequest(environ()), Request(environ())
+            for request in (ours, theirs):
+                if first == "body":
+                    request.get_data()
+                request.form  # noqa: B018
+            assert ours.form == theirs.form and ours.form["From"] == "+14155550100"
+            # The body stays readable after the form (werkzeug's own parser does not keep it).
+            assert ours.get_data() == b"CallSid=CA1&From=%2B14155550100&Digits=1"
+            assert ours.stream.read() == theirs.stream.read() == b""
+        for query in ("s=2", "s=2&speech=caf%C3%A9+au+lait", "a=1;b=2&a=3", "", "x=%zz"):
+            assert list(TwilioRequest(environ(query)).args.items(multi=True)) == list(
+                Request(environ(query)).args.items(multi=True)), query
+        flask_app.config["MAX_CONTENT_LENGTH"] = 10
+        with pytest.raises(RequestEntityTooLarge):
+            TwilioRequest(environ()).form  # noqa: B018
+
+
 def test_webhook_text_arrives_exactly_as_twilio_sent_it(app, twilio):
     """Url-encoded bodies are read in one step: accents, symbols and '+' come through intact."""
     parse(twilio.post("/voice", CallSid="CA120", **CALLER))
