@@ -232,7 +232,9 @@ class Services:
         if self._callbacks is not None and self._callbacks._store is not None:
             self._callbacks._store.close()
 
-    def context(self, flow: Flow | None = None) -> Context:
+    def context(self, flow: Flow | None = None, **hooks: Any) -> Context:
+        """The engine's Context for a call of `flow`; `hooks` fill its other fields (the
+        callback hooks of callbacks.web.hooks)."""
         registry = self.registry
         region = self.config.default_region
 
@@ -247,4 +249,4 @@ class Services:
             return found.as_context() if found else None
 
         return Context(now=clock(), flows=registry.flows, lookup=lookup,
-                       match=self.matchers.match, fallback_number=self.config.fallback_number)
+                       match=self.matchers.match, fallback_number=self.config.fallback_number, **hooks)

@@ -78,7 +78,7 @@ def _context(svc: Services, sid: str, flow, state: dict | None, arrival: str | N
     """The engine's Context for one call, with the callback hooks (estimates, pending callbacks)."""
     from callbacks.web import hooks
 
-    return dataclasses.replace(svc.context(flow), **hooks(
+    return svc.context(flow, **hooks(
         svc.callbacks, sid, flow, state, svc.calls.prefetched(sid), (arrival, svc.calls.asked(sid))))
 
 

@@ -82,7 +82,12 @@ class DashboardSessions(SecureCookieSessionInterface):
     """Sessions for the dashboard only: Twilio's webhooks carry no cookie worth reading, and
     opening one costs every webhook a signing serializer."""
 
+    _null: SessionMixin | None = None
+
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         if not request.path.startswith(bp.url_prefix):
-            return self.null_session_class()
+            # One for all webhooks: a null session refuses every change and is never saved.
+            if DashboardSessions._null is None:
+                DashboardSessions._null = self.null_session_class()
+            return DashboardSessions._null
         return super().open_session(app, request)
