@@ -228,6 +228,7 @@ class _Conn(asyncio.Protocol):
         self.buf = bytearray()
         self.waiter: asyncio.Future | None = None
         self.closed = False
+        self.served = 0  # answers received on this connection
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -281,15 +282,33 @@ class Client:
         return conn
 
     async def send(self, data: bytes) -> tuple[float, int, bytes]:
-        """(seconds, status, body) of one request; the time includes a reconnect if needed."""
-        loop = asyncio.get_running_loop()
+        """(seconds, status, body) of one request; the time includes a reconnect if needed.
+
+        A kept-alive connection the server closes as idle can cross the next request on the
+        wire (gunicorn drops idle ones after its keep-alive seconds): as HTTP clients do, a
+        request that failed on a reused connection before any of an answer arrived is sent
+        once more on a new one."""
         start = time.perf_counter()
+        conn = await self._ready()
+        reused = conn.served > 0
+        try:
+            done, status, body = await self._exchange(conn, data)
+        except ConnectionError:
+            if not reused or conn.buf:
+                raise
+            self.reconnects += 1
+            done, status, body = await self._exchange(await self._ready(), data)
+        return done - start, status, body
+
+    async def _ready(self) -> _Conn:
         if self.conn is None or self.conn.closed:
             if self.conn is not None:
                 self.reconnects += 1
             self.conn = await self._connect()
-        conn = self.conn
-        conn.waiter = loop.create_future()
+        return self.conn
+
+    async def _exchange(self, conn: _Conn, data: bytes) -> tuple[float, int, bytes]:
+        conn.waiter = asyncio.get_running_loop().create_future()
         conn.transport.write(data)
         try:
             done, status, body, keep = await asyncio.wait_for(conn.waiter, self.timeout)
@@ -299,10 +318,11 @@ class Client:
             raise
         finally:
             conn.waiter = None
+        conn.served += 1
         if not keep:
             conn.transport.close()
             self.conn = None
-        return done - start, status, body
+        return done, status, body
 
     def close(self) -> None:
         if self.conn is not None:

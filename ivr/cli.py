@@ -36,7 +36,11 @@ def _config(data_dir: bool = False) -> Config:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", type=int, default=None, help="Worker processes [default: 2 x cores + 1].")
 @click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
-def serve(host: str, port: int, workers: int | None, threads: int) -> None:
+@click.option("--keepalive", type=click.IntRange(0, 3600), default=5, show_default=True,
+              help="Seconds an idle kept-alive connection stays open (0: close after each "
+                   "answer). Behind a proxy that reuses connections, set it above the proxy's "
+                   "idle timeout.")
+def serve(host: str, port: int, workers: int | None, threads: int, keepalive: int) -> None:
     """Run the webhook server (gunicorn). Without REDIS_URL an embedded Redis is started;
     without DATABASE_URL the step log goes to a SQLite file under IVR_DATA_DIR."""
     from .server import default_workers
@@ -44,7 +48,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 
     cfg = _config(data_dir=True)  # the embedded Redis and the SQLite file live there
     click.echo(f"Serving flows from {cfg.flows_dir.resolve()} on http://{host}:{port}/voice")
-    run_server(cfg, host, port, workers or default_workers(), threads)
+    run_server(cfg, host, port, workers or default_workers(), threads, keepalive=keepalive)
 
 
 # -- flows -------------------------------------------------------------------------------

@@ -18,8 +18,12 @@ def default_workers() -> int:
 
 
 def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
-          app_factory: str = "ivr.app:create_app") -> None:
-    """Run the app with gunicorn. Blocks until the server stops."""
+          app_factory: str = "ivr.app:create_app", keepalive: int = 5) -> None:
+    """Run the app with gunicorn. Blocks until the server stops.
+
+    `keepalive` is how long an idle HTTP/1.1 connection stays open. A proxy that pools
+    connections to the server must drop idle ones sooner than this, or a request it sends as
+    the server closes one fails (a 502 for a webhook; nginx does not resend a POST)."""
     from gunicorn.app.base import BaseApplication
 
     owned_redis = False
@@ -55,6 +59,7 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
                 "threads": threads,
                 "worker_class": "gthread" if threads > 1 else "sync",
                 "timeout": 30,
+                "keepalive": keepalive,
                 "graceful_timeout": 10,
                 "accesslog": None,
                 "control_socket_disable": True,  # several servers on one host must not collide

@@ -119,7 +119,7 @@ def start_server(tmp_path):
     """Start `ivr serve` (gunicorn) as a real process; stops it after the test."""
     procs: list[subprocess.Popen] = []
 
-    def start(env_extra: dict, workers: int = 2) -> str:
+    def start(env_extra: dict, workers: int = 2, args: tuple[str, ...] = ()) -> str:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
         env.update({"TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -127,7 +127,7 @@ def start_server(tmp_path):
         env.update(env_extra)
         log = open(tmp_path / f"server-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--port", str(port),
-                                 "--workers", str(workers)], env=env, stdout=log,
+                                 "--workers", str(workers), *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=tmp_path)
         procs.append(proc)
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)

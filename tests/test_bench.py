@@ -1,11 +1,12 @@
 """The webhook benchmark, end to end on a small load: both real servers, real Redis."""
 
+import asyncio
 import os
 
 import pytest
 import redis
 
-from ivr.bench import WEBHOOKS, run_webhooks
+from ivr.bench import WEBHOOKS, Client, run_webhooks
 
 from .conftest import REDIS_HOST, REDIS_PORT
 
@@ -51,3 +52,70 @@ def test_benchmark_runs_end_to_end(redis_url):
     assert set(result["targets"]) == {"p99_ms", "throughput_ratio", "state_bytes"}
     if redis_url:  # the benchmark cleans up after itself
         assert redis.Redis.from_url(redis_url).dbsize() == 0
+
+
+def _serve_then_drop(answers_per_connection: int, partial: bool = False):
+    """A real TCP server that answers `answers_per_connection` requests on each connection,
+    then drops the connection when the next request arrives (what a server closing an idle
+    kept-alive connection looks like to the client when the two cross); with `partial`, it
+    first sends half an answer. Returns (start coroutine, requests seen per connection)."""
+    seen: list[int] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(0)
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            seen[-1] += 1
+            if seen[-1] > answers_per_connection:
+                if partial:
+                    writer.write(b"HTTP/1.1 200 OK\r\n")
+                    await writer.drain()
+                break
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    return (lambda: asyncio.start_server(handle, "127.0.0.1", 0)), seen
+
+
+REQUEST = b"POST /voice HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_client_resends_a_request_a_stale_kept_alive_connection_dropped():
+    start, seen = _serve_then_drop(answers_per_connection=1)
+
+    async def go():
+        server = await start()
+        client = Client("127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            return [await client.send(REQUEST) for _ in range(3)], client.reconnects
+        finally:
+            client.close()
+            server.close()
+
+    answers, reconnects = asyncio.run(go())
+    assert [(status, body) for _, status, body in answers] == [(200, b"ok")] * 3
+    assert seen == [2, 2, 1]  # each dropped request was answered on the next connection
+    assert reconnects == 2
+
+
+def test_client_does_not_resend_on_a_new_connection_or_after_part_of_an_answer():
+    async def go(answers_per_connection: int, partial: bool, sends: int):
+        start, _ = _serve_then_drop(answers_per_connection, partial)
+        server = await start()
+        client = Client("127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            for _ in range(sends):
+                await client.send(REQUEST)
+        finally:
+            client.close()
+            server.close()
+
+    with pytest.raises(ConnectionError):  # a new connection: the server is refusing the request
+        asyncio.run(go(0, False, 1))
+    with pytest.raises(ConnectionError):  # the server began answering: it saw the request
+        asyncio.run(go(1, True, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import xml.etree.ElementTree as ET
 
@@ -95,6 +96,33 @@ def test_first_run_needs_no_redis_or_database_server(start_server, tmp_path):
     call = wait_for(lambda: (store.call("CAEMBED1") or {}).get("duration_s") == 42 and
                     store.call("CAEMBED1"))
     assert call and call["flow"] == "support"
+
+
+def test_idle_kept_alive_connections_stay_open_for_the_keepalive_seconds(start_server, redis_url,
+                                                                       tmp_path):
+    """A proxy pooling connections to the server relies on this: gunicorn alone drops idle
+    ones after 2 s, and a proxy's request crossing that close fails the webhook."""
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}",
+           "IVR_FLOWS_DIR": str(FLOWS)}
+    default = start_server(env, workers=1)
+    short = start_server(env, workers=1, args=("--keepalive", "1"))
+    request = b"GET /healthz HTTP/1.1\r\nHost: ivr\r\n\r\n"
+
+    def opened(base: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=5)
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        return sock
+
+    kept, dropped = opened(default), opened(short)
+    try:
+        time.sleep(3)
+        assert dropped.recv(4096) == b""  # closed by the server after 1 s idle
+        kept.sendall(request)  # still open after 3 s idle
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        kept.close()
+        dropped.close()
 
 
 def test_a_process_that_stops_while_the_intent_model_loads_exits_cleanly(redis_url, tmp_path):
