@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -490,13 +491,13 @@ class Store:
             rows = (fresh or {}).get(call["call_sid"]) if self.dialect == "sqlite" else None
             if rows is not None and len(rows) == call["steps_count"]:
                 by_call[call["call_sid"]] = [
-                    dict(row, detail=json.loads(row["detail"]) if row["detail"] else None)
+                    dict(row, detail=_loads(row["detail"]) if row["detail"] else None)
                     for row in rows.values()]
             else:
                 unread.append(call["call_sid"])
         for r in conn.execute(sql.steps_of, {"sids": unread}) if unread else ():
             row = dict(r._mapping)
-            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+            row["detail"] = _loads(row["detail"]) if row["detail"] else None
             by_call[row["call_sid"]].append(row)
         earlier = self._earlier_calls(conn, ended)
         metric_rows: list[dict] = []
@@ -574,7 +575,7 @@ class Store:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
             if row["detail"] is not None:
-                row["detail"] = json.loads(row["detail"])
+                row["detail"] = _loads(row["detail"])
         return rows
 
     def calls(
@@ -744,10 +745,8 @@ def _call_started(r: dict) -> dict:
 
 def _step(r: dict) -> dict:
     detail = r.get("detail")
-    try:
-        detail = None if detail is None else json.dumps(detail, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"detail: not JSON-serialisable: {e}") from None
+    if detail is not None:
+        detail = _json(detail)
     seq = _int(r, "seq", required=True)
     if seq < 0:
         raise ValueError(f"seq: must not be negative, got {seq}")
@@ -767,6 +766,26 @@ def _step(r: dict) -> dict:
         "action": _text(r, "action"),
         "detail": detail,
     }
+
+
+def _json(value: Any) -> str:
+    """Compact JSON text; orjson is ten times faster than json for a step's detail, and json
+    takes what orjson refuses (keys that are not strings, integers past 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        pass
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"detail: not JSON-serialisable: {e}") from None
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except ValueError:  # NaN, which json writes and orjson does not read
+        return json.loads(text)
 
 
 def _call_ended(r: dict) -> dict:

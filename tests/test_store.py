@@ -1,5 +1,6 @@
 """The SQL step log, against a SQLite file and the real PostgreSQL."""
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -184,6 +185,18 @@ def test_call_and_steps_are_recorded(store):
     assert rows[1]["digits"] == "2" and rows[1]["kind"] == "ask"
     assert rows[2]["detail"] == {"queue": "billing", "position": 3}
     assert store.call("nope") is None
+
+
+def test_step_details_keep_what_json_keeps(store):
+    """Details go through orjson, and through json where orjson refuses (keys that are not
+    strings, integers past 64 bits): either way they read back as json would have kept them."""
+    details = [{"said": "Grüße, señor 👋", "nested": {"ok": [1, 2.5, None, True]}},
+               {1: "int key", "x": 2**70}, {"big": -(2**65)}]
+    store.record([started()] + [step(seq=i + 1, detail=d) for i, d in enumerate(details)] + [ended()])
+    got = [r["detail"] for r in store.steps("CA1")]
+    assert got == [json.loads(json.dumps(d)) for d in details]
+    assert got[1] == {"1": "int key", "x": 2**70}
+    assert store.call("CA1")["steps_count"] == 3
 
 
 def test_step_insert_is_idempotent(store):
