@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import HTTPException
 
 from . import events as E
 from . import twiml
@@ -362,9 +364,57 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
 @bp.post("/fallback")
 @twilio_only
 def fallback() -> Response:
-    """Twilio's fallback URL: the primary webhook failed or timed out."""
-    return fail_safe(f"Twilio used the fallback URL (ErrorCode={request.form.get('ErrorCode')}, "
-                     f"ErrorUrl={request.form.get('ErrorUrl')})")
+    """Twilio's fallback URL: a webhook of the call failed (no answer, an HTTP error, a timeout).
+
+    When it was one of ours that Twilio could not fetch, it is run again here: a proxy's
+    dropped connection or a restarting process must not cost the caller their place in the
+    menu. The step token in its URL makes that safe: a step the failed request did store is
+    answered as it was, not run twice. Anything else, or a second failure, gets the apology
+    and a person."""
+    f = request.form
+    code, failed_url = f.get("ErrorCode", ""), f.get("ErrorUrl", "")
+    reason = f"Twilio used the fallback URL (ErrorCode={code}, ErrorUrl={failed_url})"
+    view = _recoverable(code, failed_url)
+    if view is None:
+        return fail_safe(reason)
+    log.warning("call %s: %s; running that webhook again", f.get("CallSid", "?"), reason)
+    try:
+        # the view reads its step token from the URL that failed, not from this one
+        request._get_current_object().__dict__["args"] = ImmutableMultiDict(
+            parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
+        return view()
+    except Exception as exc:
+        log.exception("call %s: running %s again failed", f.get("CallSid", "?"), failed_url)
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
+
+
+# Webhooks the fallback URL runs again: their answers are stored per step, or repeating them
+# costs nothing but a log line (a hold-music cycle).
+RECOVERABLE = ("incoming", "gather", "queue_wait", "queue_offer", "queue_left", "dial", "record",
+               "whisper")
+
+
+def _recoverable(code: str, failed_url: str) -> Callable[[], Response] | None:
+    """The view to run again for a fallback request, or None. Only failures to fetch an answer
+    (Twilio's 112xx errors: no connection, an HTTP error status, a timeout) qualify: an answer
+    Twilio could not parse or run (12100 and on) would come out the same again."""
+    if not code.startswith("112"):
+        return None
+    # Its host may differ from ours (a fallback URL on another name of the same deployment);
+    # its path must be one of our webhooks, under the path we are published at.
+    prefix = _path_of(public_base()).rstrip("/")
+    path = urlsplit(failed_url).path
+    if prefix and not path.startswith(prefix + "/"):
+        return None
+    try:
+        endpoint, _ = current_app.url_map.bind("").match(path[len(prefix):], method="POST")
+    except HTTPException:
+        return None
+    name = endpoint.removeprefix(bp.name + ".")
+    if endpoint == name or name not in RECOVERABLE:
+        return None
+    view = current_app.view_functions[endpoint]
+    return getattr(view, "__wrapped__", view)  # this request's signature was checked already
 
 
 @bp.post("/fallback/done")

@@ -345,9 +345,51 @@ def test_a_renamed_flow_file_keeps_being_served_and_reloaded(app, twilio, flows_
     assert registry.get("support").file.endswith("support-2026.yaml")
 
 
-def test_fallback_url_apologises_and_transfers(twilio):
-    root = parse(twilio.post("/voice/fallback", CallSid="CA113", ErrorCode="11200",
-                             ErrorUrl="https://ivr.example.test/voice"))
+def test_fallback_url_apologises_and_transfers_when_our_answer_was_at_fault(twilio):
+    # 12100: Twilio could not parse the TwiML we sent; running the webhook again would repeat it
+    root = parse(twilio.post("/voice/fallback", CallSid="CA113", ErrorCode="12100",
+                             ErrorUrl=f"{PUBLIC}/voice", **CALLER))
+    assert "we're having technical difficulties" in said(root)
+    assert root.find("Dial").text == "+15005550010"
+
+
+@pytest.mark.parametrize("failed", ["/voice/status", "/voice/fallback", "/voice/nowhere",
+                                    "/dashboard/", "/other/voice"])
+def test_fallback_runs_only_our_call_webhooks_again(twilio, failed):
+    root = parse(twilio.post("/voice/fallback", CallSid="CA120", ErrorCode="11200",
+                             ErrorUrl=f"{PUBLIC}{failed}", **CALLER))
+    assert root.find("Dial").text == "+15005550010"
+
+
+def test_fallback_runs_a_webhook_twilio_could_not_fetch_and_the_call_goes_on(app, twilio):
+    """A dropped connection to the Voice URL (11205) or an error status (11200): the caller
+    gets the menu from the fallback URL instead of an apology, and the call carries on."""
+    root = parse(twilio.post("/voice/fallback", CallSid="CA121", ErrorCode="11205",
+                             ErrorUrl=f"{PUBLIC}/voice", **CALLER))
+    assert said(root).startswith("Hi Ada") and root.find("Gather") is not None
+    root = parse(twilio.post("/voice/gather?s=1", CallSid="CA121", Digits="1"))
+    assert root.find("Enqueue") is not None
+    steps = flush(app).steps("CA121")
+    assert [s["event"] for s in steps].count("digits") == 1
+
+
+def test_fallback_answers_a_step_the_failed_request_stored_as_before(app, twilio):
+    """The answer was lost on its way back (the step did run): the fallback gives the same
+    answer without running the step twice, reading the step token from the failed URL."""
+    parse(twilio.post("/voice", CallSid="CA122", **CALLER))
+    lost = twilio.post("/voice/gather?s=1", CallSid="CA122", Digits="1")
+    again = twilio.post("/voice/fallback", CallSid="CA122", Digits="1", ErrorCode="11200",
+                        ErrorUrl=f"{PUBLIC}/voice/gather?s=1")
+    assert again.data == lost.data and b"<Enqueue" in again.data
+    steps = flush(app).steps("CA122")
+    assert [s["event"] for s in steps].count("digits") == 1
+
+
+def test_fallback_that_fails_again_apologises_and_transfers(make_app):
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    root = parse(Twilio(app.test_client()).post(
+        "/voice/fallback", CallSid="CA123", ErrorCode="11200", ErrorUrl=f"{PUBLIC}/voice", **CALLER))
+    assert "we're having technical difficulties" in said(root)
     assert root.find("Dial").text == "+15005550010"
 
 
@@ -530,3 +572,15 @@ def test_a_new_flow_refused_for_its_directory_loads_once_the_directory_is_fixed(
     (tmp_path / "people.csv").write_text("phone,first_name\n+14155550100,Ada\n")
     registry.reload()
     assert registry.get("sales") is not None
+
+
+def test_fallback_finds_the_failed_webhook_under_the_path_the_server_is_published_at(make_app):
+    app = make_app(public_url=f"{PUBLIC}/ivr")  # a proxy forwards /ivr/voice... as /voice...
+    twilio = Twilio(app.test_client(), base=f"{PUBLIC}/ivr")
+    root = parse(twilio.post("/voice/fallback", CallSid="CA124", ErrorCode="11200",
+                             ErrorUrl=f"{PUBLIC}/ivr/voice", **CALLER))
+    assert root.find("Gather") is not None
+    assert root.find("Gather").get("action").startswith("/ivr/voice/gather")
+    root = parse(twilio.post("/voice/fallback", CallSid="CA125", ErrorCode="11200",
+                             ErrorUrl=f"{PUBLIC}/voice", **CALLER))  # not under /ivr: not ours
+    assert root.find("Dial").text == "+15005550010"
