@@ -382,10 +382,13 @@ def fallback() -> Response:
         # the view reads its step token from the URL that failed, not from this one
         request._get_current_object().__dict__["args"] = ImmutableMultiDict(
             parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
-        return view()
+        response = view()
     except Exception as exc:
         log.exception("call %s: running %s again failed", f.get("CallSid", "?"), failed_url)
         return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
+    if response.status_code != 200:  # e.g. no CallSid: the same refusal would end the call
+        return fail_safe(f"{reason}; again: HTTP {response.status_code}")
+    return response
 
 
 # Webhooks the fallback URL runs again: their answers are stored per step, or repeating them

@@ -385,6 +385,12 @@ def test_fallback_answers_a_step_the_failed_request_stored_as_before(app, twilio
     assert [s["event"] for s in steps].count("digits") == 1
 
 
+def test_fallback_that_would_refuse_the_request_again_apologises(twilio):
+    root = parse(twilio.post("/voice/fallback", ErrorCode="11200", ErrorUrl=f"{PUBLIC}/voice",
+                             **CALLER))  # no CallSid: /voice answers 400
+    assert root.find("Dial").text == "+15005550010"
+
+
 def test_fallback_that_fails_again_apologises_and_transfers(make_app):
     app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     root = parse(Twilio(app.test_client()).post(
