@@ -115,6 +115,17 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
 
 
 @pytest.fixture
+def open_hours(monkeypatch):
+    """The example line is open on weekdays in New York: pin the engine's clock inside its
+    opening hours, so a test of the menu does not hear the after-hours message at night."""
+    from datetime import UTC, datetime
+
+    import ivr.services
+
+    monkeypatch.setattr(ivr.services, "clock", lambda: datetime(2026, 11, 24, 15, 0, tzinfo=UTC))
+
+
+@pytest.fixture
 def start_server(tmp_path):
     """Start `ivr serve` (gunicorn) as a real process; stops it after the test."""
     procs: list[subprocess.Popen] = []

@@ -261,7 +261,7 @@ def test_a_download_that_is_not_a_wav_is_not_kept(standin, tmp_path):
     assert standin.requests[-1].path.endswith(f"RE{'2' * 32}.wav")  # WAV asked for, not MP3
 
 
-def test_a_flow_without_a_model_falls_back_to_twilio_speech(make_app, flows_dir, caplog):
+def test_a_flow_without_a_model_falls_back_to_twilio_speech(make_app, flows_dir, caplog, open_hours):
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace("language: en-US", "language: xx-XX").replace(
         "  escape: agent_queue", "  escape: agent_queue\n  speech: vosk"))
