@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -270,11 +271,20 @@ def _decode(values) -> tuple[dict | None, int, str | None]:
         return None, 0, None
     if isinstance(twiml, bytes):
         twiml = twiml.decode()
-    try:
-        decoded = orjson.loads(state)
-    except ValueError:  # state written by an older version may hold NaN, which json reads
+    decoded = None
+    long_number = _LONG_NUMBER if isinstance(state, bytes) else _LONG_NUMBER_TEXT
+    if long_number.search(state) is None:  # orjson reads integers past 64 bits as floats
+        try:
+            decoded = orjson.loads(state)
+        except ValueError:  # state written by an older version may hold NaN, which json reads
+            pass
+    if decoded is None:
         decoded = json.loads(state)
     return decoded, int(step or 0), twiml
+
+
+_LONG_NUMBER = re.compile(rb"\d{20}")
+_LONG_NUMBER_TEXT = re.compile(r"\d{20}")
 
 
 def _dumps(state: dict) -> bytes:

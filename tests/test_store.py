@@ -191,11 +191,12 @@ def test_step_details_keep_what_json_keeps(store):
     """Details go through orjson, and through json where orjson refuses (keys that are not
     strings, integers past 64 bits): either way they read back as json would have kept them."""
     details = [{"said": "Grüße, señor 👋", "nested": {"ok": [1, 2.5, None, True]}},
-               {1: "int key", "x": 2**70}, {"big": -(2**65)}]
+               {1: "int key", "x": 2**70 + 1}, {"big": -(2**65) - 1, "in_range": 2**64 - 1}]
     store.record([started()] + [step(seq=i + 1, detail=d) for i, d in enumerate(details)] + [ended()])
     got = [r["detail"] for r in store.steps("CA1")]
     assert got == [json.loads(json.dumps(d)) for d in details]
-    assert got[1] == {"1": "int key", "x": 2**70}
+    assert got[1] == {"1": "int key", "x": 2**70 + 1}  # not a float: no digit lost
+    assert got[2] == {"big": -(2**65) - 1, "in_range": 2**64 - 1}
     assert store.call("CA1")["steps_count"] == 3
 
 

@@ -585,3 +585,26 @@ def test_fallback_finds_the_failed_webhook_under_the_path_the_server_is_publishe
     root = parse(twilio.post("/voice/fallback", CallSid="CA125", ErrorCode="11200",
                              ErrorUrl=f"{PUBLIC}/voice", **CALLER))  # not under /ivr: not ours
     assert root.find("Dial").text == "+15005550010"
+
+
+@pytest.mark.parametrize("decoded", [False, True])
+def test_call_state_keeps_numbers_and_keys_as_json_would(redis_url, decoded):
+    """orjson writes and reads the state; what it would change (integers past 64 bits read
+    as floats, keys that are not strings, NaN written by an older version) goes through json."""
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=decoded)
+    calls = CallStates(client, stream="test:numbers:log")
+    client.delete("ivr:call:CANUM")
+    state = {"vars": {"account": 2**70 + 1, "debt": -(2**65) - 1, "small": 2**63}, "ids": {7: "seven"},
+             "name": "Zoë"}
+    with calls.lock("CANUM"):
+        calls.save("CANUM", state, [], 1, "<Response/>")
+    assert calls.load("CANUM")[0] == {"vars": {"account": 2**70 + 1, "debt": -(2**65) - 1,
+                                               "small": 2**63}, "ids": {"7": "seven"}, "name": "Zoë"}
+    client.hset("ivr:call:CANUM", "state", '{"score": NaN}')  # as json.dumps wrote it once
+    assert str(calls.load("CANUM")[0]["score"]) == "nan"
+    client.delete("ivr:call:CANUM", "test:numbers:log")
+    client.close()
