@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
 
@@ -117,7 +117,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
         svc.ensure_recorder_thread()
         from callbacks.web import arrival_reads
 
-        with svc.calls.lock(sid, reads=arrival_reads(arrival)):
+        with svc.calls.lock(sid, wait_s=g.get("lock_wait_s", 8.0), reads=arrival_reads(arrival)):
             state, last_step, last_twiml = svc.calls.load(sid)
             token = _step_token()
             if answer and state is not None and token < last_step and last_twiml:
@@ -366,41 +366,69 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
 def fallback() -> Response:
     """Twilio's fallback URL: a webhook of the call failed (no answer, an HTTP error, a timeout).
 
-    When it was one of ours that Twilio could not fetch, it is run again here: a proxy's
-    dropped connection or a restarting process must not cost the caller their place in the
-    menu. The step token in its URL makes that safe: a step the failed request did store is
-    answered as it was, not run twice. Anything else, or a second failure, gets the apology
-    and a person."""
+    When Twilio could not fetch the answer of one of the call's webhooks, a proxy's dropped
+    connection or a restarting process must not cost the caller their place in the menu:
+    a step the failed request did store (its answer was lost on the way back) is answered as
+    it was, and one it did not store runs here, if this request carries what the caller did
+    (the digits, the recording...). Anything else, or a second failure, gets the apology and
+    a person."""
     f = request.form
-    code, failed_url = f.get("ErrorCode", ""), f.get("ErrorUrl", "")
+    sid, code, failed_url = f.get("CallSid", ""), f.get("ErrorCode", ""), f.get("ErrorUrl", "")
     reason = f"Twilio used the fallback URL (ErrorCode={code}, ErrorUrl={failed_url})"
-    view = _recoverable(code, failed_url)
-    if view is None:
+    found = _recoverable(code, failed_url)
+    if found is None or not sid:
         return fail_safe(reason)
-    log.warning("call %s: %s; running that webhook again", f.get("CallSid", "?"), reason)
+    view, needs = found
+    args = ImmutableMultiDict(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
+    try:
+        state, last_step, last_twiml = services().calls.load(sid)
+        token = int(args.get("s", "0"))
+    except ValueError:
+        return fail_safe(f"{reason}; its step token is not a number")
+    except Exception as exc:  # Redis down: the step cannot run here either
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
+    if state is not None and token < last_step and last_twiml:
+        log.warning("call %s: %s; answering that step as before", sid, reason)
+        return xml(last_twiml)
+    if needs and not any(f.get(name) for name in needs):
+        # Twilio need not send the failed request's own fields again: without them the step
+        # would run as if the caller had done nothing (or a transfer had failed).
+        return fail_safe(f"{reason}; this request lacks {' or '.join(needs)}")
+    log.warning("call %s: %s; running that webhook again", sid, reason)
     try:
         # the view reads its step token from the URL that failed, not from this one
-        request._get_current_object().__dict__["args"] = ImmutableMultiDict(
-            parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
+        request._get_current_object().__dict__["args"] = args
+        g.lock_wait_s = FALLBACK_LOCK_WAIT_S
         response = view()
     except Exception as exc:
-        log.exception("call %s: running %s again failed", f.get("CallSid", "?"), failed_url)
+        log.exception("call %s: running %s again failed", sid, failed_url)
         return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
-    if response.status_code != 200:  # e.g. no CallSid: the same refusal would end the call
+    if response.status_code != 200:  # the same refusal would end the call
         return fail_safe(f"{reason}; again: HTTP {response.status_code}")
     return response
 
 
-# Webhooks the fallback URL runs again: their answers are stored per step, or repeating them
-# costs nothing but a log line (a hold-music cycle).
-RECOVERABLE = ("incoming", "gather", "queue_wait", "queue_offer", "queue_left", "dial", "record",
-               "whisper")
+# Webhooks the fallback URL may run again, with the fields the fallback request must carry for
+# it (any one of them): the failed request's own answer to the step. A hold-music cycle, the
+# callback offer and the agent's whisper are left out: they keep no answer per step, so a
+# failed request that did run would run twice.
+RECOVERABLE: dict[str, tuple[str, ...]] = {
+    "incoming": (),
+    "gather": ("Digits", "SpeechResult"),
+    "queue_left": ("QueueResult",),
+    "dial": ("DialCallStatus",),
+    "record": ("RecordingUrl",),
+}
+# A failed request may still hold the call's lock (Twilio gave up on it after 15 s): the
+# fallback waits for it only briefly, so that its own answer comes within Twilio's 15 s.
+FALLBACK_LOCK_WAIT_S = 2.0
 
 
-def _recoverable(code: str, failed_url: str) -> Callable[[], Response] | None:
-    """The view to run again for a fallback request, or None. Only failures to fetch an answer
-    (Twilio's 112xx errors: no connection, an HTTP error status, a timeout) qualify: an answer
-    Twilio could not parse or run (12100 and on) would come out the same again."""
+def _recoverable(code: str, failed_url: str) -> tuple[Callable[[], Response], tuple[str, ...]] | None:
+    """The view to run again for a fallback request and the fields it needs, or None. Only
+    failures to fetch an answer (Twilio's 112xx errors: no connection, an HTTP error status,
+    a timeout) qualify: an answer Twilio could not parse or run (12100 and on) would come out
+    the same again."""
     if not code.startswith("112"):
         return None
     # Its host may differ from ours (a fallback URL on another name of the same deployment);
@@ -417,7 +445,8 @@ def _recoverable(code: str, failed_url: str) -> Callable[[], Response] | None:
     if endpoint == name or name not in RECOVERABLE:
         return None
     view = current_app.view_functions[endpoint]
-    return getattr(view, "__wrapped__", view)  # this request's signature was checked already
+    # this request's signature was checked already; the failed URL's cannot be checked here
+    return getattr(view, "__wrapped__", view), RECOVERABLE[name]
 
 
 @bp.post("/fallback/done")

@@ -349,7 +349,8 @@ def test_fallback_url_apologises_and_transfers_when_our_answer_was_at_fault(twil
 
 
 @pytest.mark.parametrize("failed", ["/voice/status", "/voice/fallback", "/voice/nowhere",
-                                    "/dashboard/", "/other/voice"])
+                                    "/dashboard/", "/other/voice", "/voice/queue/wait?s=2",
+                                    "/voice/queue/offer?s=2", "/voice/whisper?call=CA1"])
 def test_fallback_runs_only_our_call_webhooks_again(twilio, failed):
     root = parse(twilio.post("/voice/fallback", CallSid="CA120", ErrorCode="11200",
                              ErrorUrl=f"{PUBLIC}{failed}", **CALLER))
@@ -378,6 +379,40 @@ def test_fallback_answers_a_step_the_failed_request_stored_as_before(app, twilio
     assert again.data == lost.data and b"<Enqueue" in again.data
     steps = flush(app).steps("CA122")
     assert [s["event"] for s in steps].count("digits") == 1
+
+
+def test_fallback_runs_a_step_the_failed_request_never_stored(app, twilio):
+    """The key press never reached the server: the fallback request carries it, and the step
+    runs with the failed URL's step token (this URL has none)."""
+    parse(twilio.post("/voice", CallSid="CA126", **CALLER))
+    root = parse(twilio.post("/voice/fallback", CallSid="CA126", Digits="1", ErrorCode="11205",
+                             ErrorUrl="https://other-name.example.test/voice/gather?s=1"))
+    assert root.find("Enqueue").text == "billing"
+    steps = flush(app).steps("CA126")
+    assert [s["event"] for s in steps].count("digits") == 1
+
+
+def test_fallback_without_what_the_caller_did_apologises(app, twilio):
+    """Without Digits or SpeechResult the menu would run as if the caller had said nothing."""
+    first = parse(twilio.post("/voice", CallSid="CA127", **CALLER))
+    root = parse(twilio.post("/voice/fallback", CallSid="CA127", ErrorCode="11200",
+                             ErrorUrl=f"{PUBLIC}/voice/gather?s=1"))
+    assert root.find("Dial").text == "+15005550010" and root.find("Gather") is None
+    assert first.find("Gather") is not None
+
+
+def test_fallback_waits_only_briefly_for_a_request_still_holding_the_call(app, twilio):
+    """Twilio gave up on a request that still runs: the fallback must answer within Twilio's
+    own 15 s, so it waits 2 s for the call's lock, not the 8 s a webhook waits."""
+    parse(twilio.post("/voice", CallSid="CA128", **CALLER))
+    calls = app.extensions["ivr"].calls
+    with calls.lock("CA128"):  # the slow request
+        started = time.monotonic()
+        root = parse(twilio.post("/voice/fallback", CallSid="CA128", Digits="1", ErrorCode="11200",
+                                 ErrorUrl=f"{PUBLIC}/voice/gather?s=1"))
+        waited = time.monotonic() - started
+    assert root.find("Dial").text == "+15005550010"
+    assert 1.5 < waited < 5
 
 
 def test_fallback_that_would_refuse_the_request_again_apologises(twilio):
