@@ -275,6 +275,7 @@ class Client:
         self.host, self.port, self.timeout = host, port, timeout
         self.conn: _Conn | None = None
         self.reconnects = 0
+        self.resends = 0  # requests sent again after a kept-alive connection dropped them
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -297,6 +298,7 @@ class Client:
             if not reused or conn.buf:
                 raise
             self.reconnects += 1
+            self.resends += 1
             done, status, body = await self._exchange(await self._ready(), data)
         return done - start, status, body
 
@@ -701,6 +703,9 @@ class Target:
             "redis_commands_per_call": round(cpu["commands"] / max(1, done), 1) if uses_redis else None,
             "log_drain_s": round(acc.drain_s, 2) if uses_redis else None,
             "reconnects": sum(c.reconnects for c in self.clients),
+            # sent again: the server closed the idle connection as the request went out (or
+            # read it and died without answering; a server that did would show in its log)
+            "resends": sum(c.resends for c in self.clients),
         }
 
 
