@@ -13,10 +13,11 @@ import hmac
 import logging
 from urllib.parse import urlencode
 
-from flask import current_app
+from flask import current_app, request
 from flask_sock import Sock
 
 from .security import is_valid_websocket, public_base, stream_token
+from .webhook import Webhook
 
 log = logging.getLogger("ivr.media")
 
@@ -25,9 +26,9 @@ sock = Sock()
 RECEIVE_TIMEOUT_S = 120  # a menu never listens longer; Twilio sends audio every 20 ms
 
 
-def redirect_url(step: str, text: str, confidence: float) -> str:
+def redirect_url(base: str, step: str, text: str, confidence: float) -> str:
     query = urlencode({"s": step, "speech": text, "confidence": f"{confidence:.3f}"})
-    return f"{public_base()}/voice/gather?{query}"
+    return f"{base}/voice/gather?{query}"
 
 
 @sock.route("/voice/media")
@@ -36,11 +37,13 @@ def media(ws) -> None:
     from speech.media_stream import MediaStreamError, MediaStreamSession
     from speech.models import ModelNotAvailable
 
-    if not is_valid_websocket():
+    svc = current_app.extensions["ivr"]
+    handshake = Webhook(request.environ, svc)
+    if not is_valid_websocket(handshake):
         log.warning("rejected a Media Stream without a valid X-Twilio-Signature")
         ws.close(reason=1008, message="invalid signature")
         return
-    svc = current_app.extensions["ivr"]
+    base = public_base(handshake)
     # The stream's `language` parameter (the flow's language) picks the model.
     session = MediaStreamSession(svc.vosk_models, language="en-US")
     try:
@@ -60,7 +63,7 @@ def media(ws) -> None:
                 break
             heard = next((r for r in results if r.text or r.phrase), None)
             if heard is not None:
-                _move_call_on(svc, session, heard)
+                _move_call_on(svc, base, session, heard)
                 break
     except Exception:  # the keypad <Gather> keeps the call going; log for the operator
         log.exception("media stream for call %s failed", session.call_sid)
@@ -71,7 +74,7 @@ def media(ws) -> None:
             pass
 
 
-def _move_call_on(svc, session, result) -> None:
+def _move_call_on(svc, base: str, session, result) -> None:
     params = session.info.custom_parameters
     step = params.get("step", "")
     call_sid = session.call_sid or ""
@@ -92,7 +95,7 @@ def _move_call_on(svc, session, result) -> None:
         log.info("call %s: heard %r for step %s, but the call is at step %s; not moved",
                  call_sid, text, step, current or "none")
         return
-    url = redirect_url(step, text, result.confidence)
+    url = redirect_url(base, step, text, result.confidence)
     try:
         svc.twilio().calls(call_sid).update(url=url, method="POST")
         log.info("call %s: heard %r (%.2f); moved on to %s", call_sid, text, result.confidence, url)

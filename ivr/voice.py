@@ -4,6 +4,9 @@ Twilio calls `POST /voice` when a call arrives and `POST /voice/status` when it 
 other URL reaches the server through the TwiML it sends back. All of them need a valid
 X-Twilio-Signature. Whatever fails inside (Redis down, a broken flow, a bug), the caller
 gets valid TwiML: an apology and a way to a person, never an HTTP 500 and silence.
+
+The views are plain functions of the request (`Webhook`), answered in front of Flask by
+`ivr.webhook.Webhooks`: see that module for why.
 """
 
 from __future__ import annotations
@@ -15,33 +18,43 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Blueprint, Response, current_app, g, request
-from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.exceptions import HTTPException
-
 from . import events as E
 from . import twiml
 from .engine import run
 from .phone import normalize
-from .security import public_base, stream_token, twilio_only, websocket_base
+from .security import public_base, stream_token, websocket_base
 from .services import Services, caller_context
+from .webhook import Reply, Routes, Webhook, empty, first_values, xml
 
 log = logging.getLogger("ivr.voice")
-
-bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 FINAL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 ENDED_TTL = 15 * 60  # keep an ended call's state a little while for late webhooks
 
 
-def services() -> Services:
-    return current_app.extensions["ivr"]
+def fail_safe(hook: Webhook, reason: str, flow=None) -> Reply:
+    """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
+    number when the flow is known, else the server's."""
+    log.error("call %s failed safe: %s", hook.form.get("CallSid", "?"), reason)
+    number = (flow.settings.fallback_number if flow is not None else None) or hook.config.fallback_number
+    return xml(twiml.apology(number or None))
 
 
-@bp.before_request
-def _published_path() -> None:
+def _on_error(hook: Webhook, exc: Exception) -> Reply:
+    try:
+        return fail_safe(hook, f"{type(exc).__name__}: {exc}")
+    except Exception:  # not even the form could be read: the server's fallback number
+        log.exception("the fail-safe answer failed too")
+        return xml(twiml.apology(hook.config.fallback_number or None))
+
+
+routes = Routes("/voice", on_error=_on_error)
+
+
+@routes.before_request
+def _published_path(hook: Webhook) -> None:
     """TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's)."""
-    twiml.set_prefix(_path_of(public_base()))
+    twiml.set_prefix(_path_of(public_base(hook)))
 
 
 @lru_cache(maxsize=64)
@@ -49,29 +62,16 @@ def _path_of(url: str) -> str:
     return urlsplit(url).path
 
 
-def xml(body: str, status: int = 200) -> Response:
-    return Response(body, status=status, content_type="text/xml; charset=utf-8")
-
-
-def fail_safe(reason: str, flow=None) -> Response:
-    """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
-    number when the flow is known, else the server's."""
-    log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
-    cfg = current_app.config["IVR"]
-    number = (flow.settings.fallback_number if flow is not None else None) or cfg.fallback_number
-    return xml(twiml.apology(number or None))
-
-
-def _int(name: str) -> int | None:
+def _int(hook: Webhook, name: str) -> int | None:
     try:
-        return int(request.form.get(name, ""))
+        return int(hook.form.get(name, ""))
     except ValueError:
         return None
 
 
-def _step_token() -> int:
+def _step_token(hook: Webhook) -> int:
     try:
-        return int(request.args.get("s", "0"))
+        return int(hook.args.get("s", "0"))
     except ValueError:
         return -1
 
@@ -98,8 +98,8 @@ def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwa
     line.saved(svc.callbacks, replies)
 
 
-def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
-             flow_id: str | None = None, arrival: str | None = None) -> Response:
+def _advance(hook: Webhook, build: Callable[[dict | None], E.Event], *, answer: bool = True,
+             flow_id: str | None = None, arrival: str | None = None) -> Reply:
     """Apply one event to the call named by CallSid and answer with TwiML.
 
     `answer` requests (the ones whose TwiML drives the call) are idempotent: the step token
@@ -107,19 +107,19 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
     `flow_id` names the flow of a call we placed (a callback) instead of the called number.
     `arrival` is a new call's caller number, whose lookups go with taking the lock.
     """
-    sid = request.form.get("CallSid", "")
+    sid = hook.form.get("CallSid", "")
     if not sid:
         return xml(twiml.text("Sorry, this request is missing its call id."), 400)
-    svc = services()
+    svc = hook.services
     cfg = svc.config
     flow = None
     try:
         svc.ensure_recorder_thread()
         from callbacks.web import arrival_reads
 
-        with svc.calls.lock(sid, wait_s=g.get("lock_wait_s", 8.0), reads=arrival_reads(arrival)):
+        with svc.calls.lock(sid, wait_s=hook.lock_wait_s, reads=arrival_reads(arrival)):
             state, last_step, last_twiml = svc.calls.load(sid)
-            token = _step_token()
+            token = _step_token(hook)
             if answer and state is not None and token < last_step and last_twiml:
                 log.info("call %s: repeated request for step %s, answering as before", sid, token)
                 return xml(last_twiml)
@@ -127,15 +127,15 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
             if isinstance(event, E.CallStarted):
                 flow = _flow_for(svc, flow_id) if flow_id else svc.registry.for_number(event.to_number)
                 if flow is None:
-                    return fail_safe(f"no flow answers calls to {event.to_number}")
+                    return fail_safe(hook, f"no flow answers calls to {event.to_number}")
                 event = dataclasses.replace(
                     event, caller=event.caller or caller_context(svc.registry, flow, event.from_number))
             elif state is None:
-                return fail_safe(f"no live state for {type(event).__name__}")
+                return fail_safe(hook, f"no live state for {type(event).__name__}")
             else:
                 flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
                 if flow is None:
-                    return fail_safe(f"flow '{state['flow']}' is no longer loaded")
+                    return fail_safe(hook, f"flow '{state['flow']}' is no longer loaded")
             result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
             line = _after_step(svc, sid, event, state, result, flow)
             for failed in (s for s in result.steps if s["event"] == "error"):
@@ -148,7 +148,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
                 live = None
                 current = svc.registry.get(result.state.get("flow")) or flow  # after a goto_flow
                 if svc.vosk_available(current):
-                    live = twiml.LiveSpeech(websocket_base() + "/voice/media", current.language,
+                    live = twiml.LiveSpeech(websocket_base(hook) + "/voice/media", current.language,
                                             stream_token(cfg.twilio_auth_token, sid, step))
                 previous = twiml.stream_name(last_step)
                 stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
@@ -162,7 +162,7 @@ def _advance(build: Callable[[dict | None], E.Event], *, answer: bool = True,
             return xml(body)
     except Exception as exc:  # Redis down, lock timeout, a bug: the caller still hears us
         log.exception("call %s: webhook failed", sid)
-        return fail_safe(f"{type(exc).__name__}: {exc}", flow)
+        return fail_safe(hook, f"{type(exc).__name__}: {exc}", flow)
 
 
 def _flow_for(svc: Services, flow_id: str):
@@ -215,31 +215,29 @@ def _log_records(sid: str, event: E.Event, result) -> list[dict]:
 # -- the webhooks ------------------------------------------------------------------------
 
 
-@bp.post("")
-@twilio_only
-def incoming() -> Response:
+@routes.post("")
+def incoming(hook: Webhook) -> Reply:
     """Twilio's Voice URL: a call has arrived."""
-    f = request.form
-    region = current_app.config["IVR"].default_region
+    f = hook.form
+    region = hook.config.default_region
     caller = normalize(f.get("From"), region)
-    return _advance(lambda state: E.CallStarted(
+    return _advance(hook, lambda state: E.CallStarted(
         f.get("CallSid", ""), caller, normalize(f.get("To"), region) or f.get("To"),
         parent_call_sid=f.get("ParentCallSid") or None), arrival=caller)
 
 
-@bp.post("/gather")
-@twilio_only
-def gather() -> Response:
-    f = request.form
+@routes.post("/gather")
+def gather(hook: Webhook) -> Reply:
+    f, args = hook.form, hook.args
 
     def event(state):
         if f.get("Digits"):
             return E.Digits(f["Digits"])
         # Twilio's recognizer posts SpeechResult; our own (vosk, ivr.media) redirects the call
         # here with the words in the signed URL.
-        text = f.get("SpeechResult", "").strip() or request.args.get("speech", "").strip()
+        text = f.get("SpeechResult", "").strip() or args.get("speech", "").strip()
         if text:
-            raw = f.get("Confidence") or request.args.get("confidence", "")
+            raw = f.get("Confidence") or args.get("confidence", "")
             try:
                 confidence = float(raw)
             except ValueError:
@@ -247,61 +245,55 @@ def gather() -> Response:
             return E.Speech(text, confidence)
         return E.NoInput()
 
-    return _advance(event)
+    return _advance(hook, event)
 
 
-@bp.post("/queue/wait")
-@twilio_only
-def queue_wait() -> Response:
-    return _advance(lambda state: E.QueueWait(_int("QueuePosition"), _int("QueueTime"),
-                                              _int("AvgQueueTime"), _int("CurrentQueueSize")),
-                    answer=False)
+@routes.post("/queue/wait")
+def queue_wait(hook: Webhook) -> Reply:
+    return _advance(hook, lambda state: E.QueueWait(
+        _int(hook, "QueuePosition"), _int(hook, "QueueTime"), _int(hook, "AvgQueueTime"),
+        _int(hook, "CurrentQueueSize")), answer=False)
 
 
-@bp.post("/queue/offer")
-@twilio_only
-def queue_offer() -> Response:
+@routes.post("/queue/offer")
+def queue_offer(hook: Webhook) -> Reply:
     """A key press or words during the hold music (the callback offer's <Gather>)."""
-    f = request.form
+    f = hook.form
 
     def event(state):
         if f.get("Digits"):
             return E.Digits(f["Digits"])
         return E.Speech(f.get("SpeechResult", "").strip(), None)
 
-    return _advance(event, answer=False)
+    return _advance(hook, event, answer=False)
 
 
-@bp.post("/queue/left")
-@twilio_only
-def queue_left() -> Response:
-    return _advance(lambda state: E.QueueLeft(request.form.get("QueueResult", "error"),
-                                              _int("QueueTime")))
+@routes.post("/queue/left")
+def queue_left(hook: Webhook) -> Reply:
+    return _advance(hook, lambda state: E.QueueLeft(hook.form.get("QueueResult", "error"),
+                                                    _int(hook, "QueueTime")))
 
 
-@bp.post("/dial")
-@twilio_only
-def dial() -> Response:
-    return _advance(lambda state: E.TransferEnded(request.form.get("DialCallStatus", "failed"),
-                                                  _int("DialCallDuration")))
+@routes.post("/dial")
+def dial(hook: Webhook) -> Reply:
+    return _advance(hook, lambda state: E.TransferEnded(hook.form.get("DialCallStatus", "failed"),
+                                                        _int(hook, "DialCallDuration")))
 
 
-@bp.post("/record")
-@twilio_only
-def record() -> Response:
-    f = request.form
-    return _advance(lambda state: E.RecordingDone(f.get("RecordingUrl") or None,
-                                                  _int("RecordingDuration"), f.get("Digits") or None))
+@routes.post("/record")
+def record(hook: Webhook) -> Reply:
+    f = hook.form
+    return _advance(hook, lambda state: E.RecordingDone(
+        f.get("RecordingUrl") or None, _int(hook, "RecordingDuration"), f.get("Digits") or None))
 
 
-@bp.post("/whisper")
-@twilio_only
-def whisper() -> Response:
+@routes.post("/whisper")
+def whisper(hook: Webhook) -> Reply:
     """Played to the agent who answers a transfer, before the caller is connected."""
-    parent = request.args.get("call", "")
+    parent = hook.args.get("call", "")
     text = "Incoming support call."
     try:
-        svc = services()
+        svc = hook.services
         state, _, _ = svc.calls.load(parent)
         if state and state.get("whisper"):
             text = state["whisper"]
@@ -314,18 +306,17 @@ def whisper() -> Response:
     return xml(twiml.text(text, hangup=False))
 
 
-@bp.post("/status")
-@twilio_only
-def status() -> Response:
+@routes.post("/status")
+def status(hook: Webhook) -> Reply:
     """Twilio's status callback: closes the call record with its duration and outcome."""
-    f = request.form
-    return _call_ended(f.get("CallSid", ""), f.get("CallStatus", ""), _int("CallDuration"))
+    f = hook.form
+    return _call_ended(hook.services, f.get("CallSid", ""), f.get("CallStatus", ""),
+                       _int(hook, "CallDuration"))
 
 
-def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
+def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None) -> Reply:
     if call_status not in FINAL_STATUSES:
-        return Response(status=204)
-    svc = services()
+        return empty()
     try:
         svc.ensure_recorder_thread()
         with svc.calls.lock(sid):
@@ -336,7 +327,7 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
                     svc.calls.log([{"type": "call_ended", "call_sid": sid, "status": call_status,
                                     "duration_s": duration, "ended_at": ended_at,
                                     "outcome": None, "last_node": None}])
-                return Response(status=204)
+                return empty()
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
                 from callbacks.web import line_change
@@ -357,13 +348,12 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
     except Exception:
         # Twilio retries nothing here and the caller is gone; log loudly for the supervisor.
         log.exception("status callback for %s could not be recorded", sid)
-        return Response(status=503)
-    return Response(status=204)
+        return empty(503)
+    return empty()
 
 
-@bp.post("/fallback")
-@twilio_only
-def fallback() -> Response:
+@routes.post("/fallback")
+def fallback(hook: Webhook) -> Reply:
     """Twilio's fallback URL: a webhook of the call failed (no answer, an HTTP error, a timeout).
 
     When Twilio could not fetch the answer of one of the call's webhooks, a proxy's dropped
@@ -372,40 +362,38 @@ def fallback() -> Response:
     it was, and one it did not store runs here, if this request carries what the caller did
     (the digits, the recording...). Anything else, or a second failure, gets the apology and
     a person."""
-    f = request.form
+    f = hook.form
     sid, code, failed_url = f.get("CallSid", ""), f.get("ErrorCode", ""), f.get("ErrorUrl", "")
     reason = f"Twilio used the fallback URL (ErrorCode={code}, ErrorUrl={failed_url})"
-    found = _recoverable(code, failed_url)
+    found = _recoverable(hook, code, failed_url)
     if found is None or not sid:
-        return fail_safe(reason)
+        return fail_safe(hook, reason)
     view, needs = found
-    args = ImmutableMultiDict(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
+    args = first_values(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
     try:
-        state, last_step, last_twiml = services().calls.load(sid)
+        state, last_step, last_twiml = hook.services.calls.load(sid)
         token = int(args.get("s", "0"))
     except ValueError:
-        return fail_safe(f"{reason}; its step token is not a number")
+        return fail_safe(hook, f"{reason}; its step token is not a number")
     except Exception as exc:  # Redis down: the step cannot run here either
-        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
+        return fail_safe(hook, f"{reason}; again: {type(exc).__name__}: {exc}")
     if state is not None and token < last_step and last_twiml:
         log.warning("call %s: %s; answering that step as before", sid, reason)
         return xml(last_twiml)
     if needs and not any(f.get(name) for name in needs):
         # Twilio need not send the failed request's own fields again: without them the step
         # would run as if the caller had done nothing (or a transfer had failed).
-        return fail_safe(f"{reason}; this request lacks {' or '.join(needs)}")
+        return fail_safe(hook, f"{reason}; this request lacks {' or '.join(needs)}")
     log.warning("call %s: %s; running that webhook again", sid, reason)
     try:
         # the view reads its step token from the URL that failed, not from this one
-        request._get_current_object().__dict__["args"] = args
-        g.lock_wait_s = FALLBACK_LOCK_WAIT_S
-        response = view()
+        reply = view(hook.derived(args=args, lock_wait_s=FALLBACK_LOCK_WAIT_S))
     except Exception as exc:
         log.exception("call %s: running %s again failed", sid, failed_url)
-        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
-    if response.status_code != 200:  # the same refusal would end the call
-        return fail_safe(f"{reason}; again: HTTP {response.status_code}")
-    return response
+        return fail_safe(hook, f"{reason}; again: {type(exc).__name__}: {exc}")
+    if reply.status != 200:  # the same refusal would end the call
+        return fail_safe(hook, f"{reason}; again: HTTP {reply.status}")
+    return reply
 
 
 # Webhooks the fallback URL may run again, with the fields the fallback request must carry for
@@ -424,7 +412,8 @@ RECOVERABLE: dict[str, tuple[str, ...]] = {
 FALLBACK_LOCK_WAIT_S = 2.0
 
 
-def _recoverable(code: str, failed_url: str) -> tuple[Callable[[], Response], tuple[str, ...]] | None:
+def _recoverable(hook: Webhook, code: str,
+                 failed_url: str) -> tuple[Callable[[Webhook], Reply], tuple[str, ...]] | None:
     """The view to run again for a fallback request and the fields it needs, or None. Only
     failures to fetch an answer (Twilio's 112xx errors: no connection, an HTTP error status,
     a timeout) qualify: an answer Twilio could not parse or run (12100 and on) would come out
@@ -433,51 +422,44 @@ def _recoverable(code: str, failed_url: str) -> tuple[Callable[[], Response], tu
         return None
     # Its host may differ from ours (a fallback URL on another name of the same deployment);
     # its path must be one of our webhooks, under the path we are published at.
-    prefix = _path_of(public_base()).rstrip("/")
+    prefix = _path_of(public_base(hook)).rstrip("/")
     path = urlsplit(failed_url).path
     if prefix and not path.startswith(prefix + "/"):
         return None
-    try:
-        endpoint, _ = current_app.url_map.bind("").match(path[len(prefix):], method="POST")
-    except HTTPException:
+    view = routes.view(path[len(prefix):])
+    if view is None or view.__name__ not in RECOVERABLE:
         return None
-    name = endpoint.removeprefix(bp.name + ".")
-    if endpoint == name or name not in RECOVERABLE:
-        return None
-    view = current_app.view_functions[endpoint]
     # this request's signature was checked already; the failed URL's cannot be checked here
-    return getattr(view, "__wrapped__", view), RECOVERABLE[name]
+    return view, RECOVERABLE[view.__name__]
 
 
-@bp.post("/fallback/done")
-@twilio_only
-def fallback_done() -> Response:
-    if request.form.get("RecordingUrl"):
+@routes.post("/fallback/done")
+def fallback_done(hook: Webhook) -> Reply:
+    if hook.form.get("RecordingUrl"):
         log.error("call %s left a message while the system was failing: %s",
-                  request.form.get("CallSid"), request.form.get("RecordingUrl"))
+                  hook.form.get("CallSid"), hook.form.get("RecordingUrl"))
     return xml(twiml.text("Thank you. We will call you back. Goodbye."))
 
 
 # -- callback calls (placed by callbacks/dispatch.py) -------------------------------------------
 
 
-def _callback_args() -> tuple[str, int]:
+def _callback_args(hook: Webhook) -> tuple[str, int]:
     try:
-        return request.args.get("cb", ""), int(request.args.get("a", "0"))
+        return hook.args.get("cb", ""), int(hook.args.get("a", "0"))
     except ValueError:
-        return request.args.get("cb", ""), 0
+        return hook.args.get("cb", ""), 0
 
 
-@bp.post("/callback")
-@twilio_only
-def callback_answered() -> Response:
+@routes.post("/callback")
+def callback_answered(hook: Webhook) -> Reply:
     """A callback call was answered (after answering-machine detection): run the callback flow,
     or hang up on a machine (the attempt then counts as one, and is retried)."""
     from callbacks.web import answer_leg, leg_context
 
-    f = request.form
-    svc = services()
-    callback_id, attempt = _callback_args()
+    f = hook.form
+    svc = hook.services
+    callback_id, attempt = _callback_args(hook)
     try:
         verdict, record = answer_leg(svc.callbacks, callback_id, attempt, f)
     except Exception:  # Redis trouble: apologise; the status callback settles the attempt
@@ -489,22 +471,22 @@ def callback_answered() -> Response:
         return xml(twiml.hangup())
     caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
     context = leg_context(svc.callbacks, record)
-    return _advance(lambda state: E.CallStarted(
+    return _advance(hook, lambda state: E.CallStarted(
         f.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
         parent_call_sid=record.get("call_sid"), callback=context), flow_id=record.get("flow") or "callback")
 
 
-@bp.post("/callback/status")
-@twilio_only
-def callback_status() -> Response:
+@routes.post("/callback/status")
+def callback_status(hook: Webhook) -> Reply:
     """Status callbacks of a callback call: the attempt's outcome, then the usual end of call."""
     from callbacks.web import leg_status
 
-    f = request.form
-    callback_id, attempt = _callback_args()
+    f = hook.form
+    callback_id, attempt = _callback_args(hook)
     try:
-        leg_status(services().callbacks, callback_id, attempt, f)
+        leg_status(hook.services.callbacks, callback_id, attempt, f)
     except Exception:
         log.exception("callback %s: status %s could not be applied; the sweep will ask Twilio",
                       callback_id, f.get("CallStatus"))
-    return _call_ended(f.get("CallSid", ""), f.get("CallStatus", ""), _int("CallDuration"))
+    return _call_ended(hook.services, f.get("CallSid", ""), f.get("CallStatus", ""),
+                       _int(hook, "CallDuration"))

@@ -538,7 +538,7 @@ def test_form_bodies_read_as_urllib_reads_them():
     import random
     from urllib.parse import parse_qsl, quote_plus
 
-    from ivr.app import parse_form
+    from ivr.webhook import parse_form
 
     rng = random.Random(11)
     pieces = ["a", "=", "&", "%", "%2", "%41", "%zz", "+", " ", "é", "%C3%A9", "%FF", "==", ""]
@@ -549,39 +549,47 @@ def test_form_bodies_read_as_urllib_reads_them():
     assert parse_form(text) == [("From", "+1 415"), ("x", "a&b=c")]
 
 
-def test_twilio_requests_read_their_body_as_flask_does():
-    """The quick body reader behaves like werkzeug's for whoever reads the request: the raw body
-    first and the form after (or the other way round), the stream after the form, the URL's
-    parameters, and Flask's MAX_CONTENT_LENGTH."""
-    from flask import Flask, Request
-    from werkzeug.exceptions import RequestEntityTooLarge
+def test_webhooks_read_their_form_and_url_as_werkzeug_does():
+    """Webhooks are read from the WSGI environ without Flask: the same form (every value of a
+    repeated name kept for the signature, the first one answered), the same URL parameters."""
+    from werkzeug import Request
     from werkzeug.test import EnvironBuilder
 
-    from ivr.app import TwilioRequest
+    from ivr.webhook import Webhook
 
-    def environ(query: str = "s=2&speech=caf%C3%A9+au+lait"):
-        return EnvironBuilder(path="/voice/gather", query_string=query, method="POST",
-                              data="CallSid=CA1&From=%2B14155550100&Digits=1",
-                              content_type="application/x-www-form-urlencoded").get_environ()
+    def environ(query: str = "s=2&speech=caf%C3%A9+au+lait", **kw):
+        kw.setdefault("data", "CallSid=CA1&From=%2B14155550100&Digits=1&Digits=2&x=&%zz=caf%C3%A9")
+        kw.setdefault("content_type", "application/x-www-form-urlencoded")
+        return EnvironBuilder(path="/voice/gather", query_string=query, method="POST", **kw).get_environ()
 
-    flask_app = Flask("t")
-    with flask_app.app_context():
-        for first in ("body", "form"):
-            ours, theirs = TwilioRequest(environ()), Request(environ())
-            for request in (ours, theirs):
-                if first == "body":
-                    request.get_data()
-                request.form  # noqa: B018
-            assert ours.form == theirs.form and ours.form["From"] == "+14155550100"
-            # The body stays readable after the form (werkzeug's own parser does not keep it).
-            assert ours.get_data() == b"CallSid=CA1&From=%2B14155550100&Digits=1"
-            assert ours.stream.read() == theirs.stream.read() == b""
-        for query in ("s=2", "s=2&speech=caf%C3%A9+au+lait", "a=1;b=2&a=3", "", "x=%zz"):
-            assert list(TwilioRequest(environ(query)).args.items(multi=True)) == list(
-                Request(environ(query)).args.items(multi=True)), query
-        flask_app.config["MAX_CONTENT_LENGTH"] = 10
-        with pytest.raises(RequestEntityTooLarge):
-            TwilioRequest(environ()).form  # noqa: B018
+    ours, theirs = Webhook(environ()), Request(environ())
+    assert ours.pairs == list(theirs.form.items(multi=True))
+    assert ours.form == theirs.form.to_dict() and ours.form["From"] == "+14155550100"
+    assert ours.form["Digits"] == "1"
+    for query in ("s=2", "s=2&speech=caf%C3%A9+au+lait", "a=1;b=2&a=3", "", "x=%zz"):
+        assert Webhook(environ(query)).args == Request(environ(query)).args.to_dict(), query
+    assert Webhook(environ("s=%FF")).args == {"s": "\ufffd"}  # not UTF-8: as urllib reads it
+    # a multipart form is not Twilio's way, but it is a form
+    multipart = environ(data={"CallSid": "CA2", "Digits": "5"}, content_type="multipart/form-data")
+    assert Webhook(multipart).form == {"CallSid": "CA2", "Digits": "5"}
+    assert Webhook(environ(content_type="application/json")).form == {}
+
+
+def test_a_webhook_body_over_the_limit_is_refused_unread(app):
+    from ivr.webhook import MAX_BODY
+
+    body = "CallSid=CA1&SpeechResult=" + "a" * MAX_BODY
+    r = app.test_client().post("/voice/gather?s=1", data=body, headers={"X-Twilio-Signature": "x"},
+                               content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 413
+
+
+def test_webhook_paths_answer_post_only(app):
+    client = app.test_client()
+    r = client.get("/voice")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert client.post("/voice/nothing-here").status_code == 404  # Flask's, as any unknown path
+    assert client.get("/healthz").status_code in (200, 503)  # everything else is Flask's
 
 
 def test_webhook_text_arrives_exactly_as_twilio_sent_it(app, twilio):
