@@ -1063,12 +1063,17 @@ def _round(value: float | None) -> int | None:
 
 
 def _clone(value: Any) -> Any:
-    """A copy of JSON-shaped state (dicts, lists, scalars); much cheaper than deepcopy."""
+    """A copy of JSON-shaped state (dicts, lists, scalars); much cheaper than deepcopy.
+    Only containers are copied (scalars are shared), each by one call: this runs on every
+    webhook."""
     if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
+        return {k: _clone(v) if isinstance(v, _CONTAINERS) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_clone(v) for v in value]
+        return [_clone(v) if isinstance(v, _CONTAINERS) else v for v in value]
     return value
+
+
+_CONTAINERS = (dict, list)
 
 
 def _equals(have: Any, want: Any) -> bool:

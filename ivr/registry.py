@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from .callers import Directory, DirectoryError, open_directory
 from .errors import FlowError, Problem
@@ -57,6 +59,7 @@ class FlowRegistry:
         self._loaded: dict[str, _Loaded] = {}  # by file path
         self._refused: dict[str, str] = {}  # new files that failed: the errors last logged
         self._checked = 0.0
+        self._flows: Mapping[str, Flow] = MappingProxyType({})
         self.last_report = LoadReport()
         self.reload(force=True)
 
@@ -104,6 +107,7 @@ class FlowRegistry:
             # A deleted file keeps serving: removing a live flow by accident must not drop
             # calls. Restart the server to unload it for good.
             self._checked = time.monotonic()
+            self._flows = MappingProxyType(self._by_id())
             self._cross_check(report)
         self.last_report = report
         return report
@@ -147,9 +151,10 @@ class FlowRegistry:
         return {i.flow.id: i.flow for i in self._loaded.values()}
 
     @property
-    def flows(self) -> dict[str, Flow]:
+    def flows(self) -> Mapping[str, Flow]:
+        """The loaded flows by id (read-only; every webhook asks, so it is built per load)."""
         self.maybe_reload()
-        return self._by_id()
+        return self._flows
 
     def get(self, flow_id: str) -> Flow | None:
         return self.flows.get(flow_id)

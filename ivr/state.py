@@ -14,9 +14,12 @@ script does, on every webhook. Both scripts can be sent again after a lost conne
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -32,15 +35,20 @@ from . import recorder
 
 PREFIX = "ivr:call:"
 
-# KEYS: lock, call hash. ARGV: token, hold ms, reads asked for now (JSON list, '' none).
+# KEYS: lock, call hash. ARGV: token, hold ms, reads asked for now (JSON list, '' none), the
+# step token of a request that answers with TwiML ('' for one that does not).
 # -> {0} when busy, else {1, state, step, twiml, v, {replies of the reads asked for now},
 #    replies of the reads stored by the last save...}; a read that fails gives its error as
-#    its reply (pcall), so a bad read costs an estimate, never the call.
+#    its reply (pcall), so a bad read costs an estimate, never the call. The last answer's
+#    TwiML (a few KB) comes only when the request needs it: it repeats an earlier step, or
+#    that answer started a Media Stream the next one must stop.
 # (A lock already holding this token was taken by this request before its connection broke.)
 _ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
    and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local v = redis.call('HMGET', KEYS[2], 'state', 'step', 'twiml', 'v', 'reads')
+if v[3] and ((ARGV[4] or '') == '' or (tonumber(ARGV[4]) >= tonumber(v[2] or '0')
+    and not string.find(v[3], 'name="ivr-' .. (v[2] or '0') .. '"', 1, true))) then v[3] = false end
 local asked = {}
 if ARGV[3] and ARGV[3] ~= '' then
   for _, command in ipairs(cjson.decode(ARGV[3])) do table.insert(asked, redis.pcall(unpack(command))) end
@@ -129,7 +137,10 @@ class Scripts:
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():  # never share a socket with a parent
-            conn = self._local.conn = self._new()
+            conn = self._new()
+            conn.connect()
+            _kernel_timeouts(conn)
+            self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
 
@@ -149,6 +160,24 @@ class Scripts:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def _kernel_timeouts(conn: Any) -> None:
+    """Let the kernel time out the connection's reads and writes instead of Python: a Python
+    socket with a timeout polls before every send and receive, two more system calls per
+    script on every webhook. The socket blocks, for at most the client's socket timeout."""
+    sock = getattr(conn, "_sock", None)
+    timeout = getattr(conn, "socket_timeout", None)
+    if sock is None or not timeout or sock.gettimeout() is None:
+        return
+    seconds = int(timeout)
+    limit = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+    except OSError:  # a socket that has no such options keeps Python's timeout
+        return
+    sock.settimeout(None)
 
 
 class CallStates:
@@ -172,18 +201,21 @@ class CallStates:
 
     @contextmanager
     def lock(self, call_sid: str, wait_s: float = 8.0, hold_ms: int = 10_000,
-             reads: Sequence[Sequence[str | int | float]] = ()):
+             reads: Sequence[Sequence[str | int | float]] = (), step: int | None = None):
         """Hold the call's lock; wait for a concurrent request rather than run twice.
 
         `reads` are read-only commands run with it (see `asked`): a call's first webhook has
-        no stored reads, but knows what it will look up."""
+        no stored reads, but knows what it will look up. `step` is the step token of a
+        request that answers with TwiML: `load` then has the last answer's TwiML if the
+        request repeats an earlier step or that answer started a Media Stream, and None
+        otherwise (without `step`, always None)."""
         key = self._lock_key(call_sid)
-        token = os.urandom(12).hex()
+        token = _token()
         deadline = time.monotonic() + wait_s
         delay = 0.005
         while True:
             reply = self.scripts.run(self._acquire, [key, self.key(call_sid)],
-                                     [token, hold_ms, _commands(reads)])
+                                     [token, hold_ms, _commands(reads), "" if step is None else step])
             if reply[0]:
                 break
             if time.monotonic() > deadline:
@@ -206,7 +238,8 @@ class CallStates:
         return held if held and held["sid"] == call_sid and not held["released"] else None
 
     def load(self, call_sid: str) -> tuple[dict | None, int, str | None]:
-        """(state, step token of the last answer, that answer's TwiML)."""
+        """(state, step token of the last answer, that answer's TwiML: see `lock` for when a
+        request holding the lock has it)."""
         held = self._holding(call_sid)
         if held is not None:  # read when the lock was taken: no second round trip
             return held["read"]
@@ -253,6 +286,18 @@ class CallStates:
 
     def log(self, records: list[dict]) -> None:
         recorder.append(self.redis, records, self.stream)
+
+
+def _token() -> str:
+    """A token no other request holds: random per process, counted within it (a random one
+    per request costs a system call)."""
+    global _token_base
+    if _token_base[0] != os.getpid():  # a forked worker must not count on from its parent's
+        _token_base = (os.getpid(), os.urandom(8).hex(), itertools.count())
+    return f"{_token_base[1]}{next(_token_base[2]):x}"
+
+
+_token_base: tuple[int, str, Any] = (0, "", itertools.count())
 
 
 def _pack(*args: str | bytes | int | float) -> bytes:

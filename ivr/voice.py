@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
+from callbacks import web as cbweb
+
 from . import events as E
 from . import twiml
 from .engine import run
@@ -78,18 +80,14 @@ def _step_token(hook: Webhook) -> int:
 
 def _context(svc: Services, sid: str, flow, state: dict | None, arrival: str | None = None):
     """The engine's Context for one call, with the callback hooks (estimates, pending callbacks)."""
-    from callbacks.web import hooks
-
-    return svc.context(flow, **hooks(
+    return svc.context(flow, **cbweb.hooks(
         svc.callbacks, sid, flow, state, svc.calls.prefetched(sid), (arrival, svc.calls.asked(sid))))
 
 
 def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow):
     """Book or cancel callbacks the engine asked for; returns the change to the caller's
     place in line, for `_save` to store with the state."""
-    from callbacks.web import after_step
-
-    return after_step(svc.callbacks, sid, event, state, result, flow)
+    return cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
 
 
 def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwargs) -> None:
@@ -115,11 +113,10 @@ def _advance(hook: Webhook, build: Callable[[dict | None], E.Event], *, answer: 
     flow = None
     try:
         svc.ensure_recorder_thread()
-        from callbacks.web import arrival_reads
-
-        with svc.calls.lock(sid, wait_s=hook.lock_wait_s, reads=arrival_reads(arrival)):
+        token = _step_token(hook)
+        with svc.calls.lock(sid, wait_s=hook.lock_wait_s, reads=cbweb.arrival_reads(arrival),
+                            step=token if answer else None):
             state, last_step, last_twiml = svc.calls.load(sid)
-            token = _step_token(hook)
             if answer and state is not None and token < last_step and last_twiml:
                 log.info("call %s: repeated request for step %s, answering as before", sid, token)
                 return xml(last_twiml)
@@ -168,17 +165,13 @@ def _advance(hook: Webhook, build: Callable[[dict | None], E.Event], *, answer: 
 def _flow_for(svc: Services, flow_id: str):
     flow = svc.registry.get(flow_id)
     if flow is None:
-        from callbacks.web import builtin_flow
-
         log.error("flow '%s' is not loaded: the callback call uses the built-in greeting", flow_id)
-        flow = builtin_flow()
+        flow = cbweb.builtin_flow()
     return flow
 
 
 def _builtin(flow_id: str):
-    from callbacks.web import BUILTIN_ID, builtin_flow
-
-    return builtin_flow() if flow_id == BUILTIN_ID else None
+    return cbweb.builtin_flow() if flow_id == cbweb.BUILTIN_ID else None
 
 
 def _process_later(svc: Services, sid: str, event: E.RecordingDone, records: list[dict], flow) -> None:
@@ -298,9 +291,7 @@ def whisper(hook: Webhook) -> Reply:
         if state and state.get("whisper"):
             text = state["whisper"]
         if state and state.get("callback") and svc.callbacks is not None:
-            from callbacks.web import connected
-
-            connected(svc.callbacks, state["callback"])  # the agent answered a callback call
+            cbweb.connected(svc.callbacks, state["callback"])  # the agent answered a callback call
     except Exception:  # the agent still gets the call, just without the summary
         log.exception("whisper for %s: could not read call state", parent)
     return xml(twiml.text(text, hangup=False))
@@ -330,11 +321,9 @@ def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None)
                 return empty()
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
-                from callbacks.web import line_change
-
                 result_state, steps, ended = dict(state, wait="ended", line=None), [], {
                     "outcome": state.get("outcome") or "abandoned", "last_node": state.get("node")}
-                line = line_change(sid, state, result_state)
+                line = cbweb.line_change(sid, state, result_state)
             else:
                 result = run(flow, state, E.HangUp(call_status, duration),
                              _context(svc, sid, flow, state))
@@ -455,13 +444,11 @@ def _callback_args(hook: Webhook) -> tuple[str, int]:
 def callback_answered(hook: Webhook) -> Reply:
     """A callback call was answered (after answering-machine detection): run the callback flow,
     or hang up on a machine (the attempt then counts as one, and is retried)."""
-    from callbacks.web import answer_leg, leg_context
-
     f = hook.form
     svc = hook.services
     callback_id, attempt = _callback_args(hook)
     try:
-        verdict, record = answer_leg(svc.callbacks, callback_id, attempt, f)
+        verdict, record = cbweb.answer_leg(svc.callbacks, callback_id, attempt, f)
     except Exception:  # Redis trouble: apologise; the status callback settles the attempt
         log.exception("callback %s: answered, but the callback could not be read", callback_id)
         return xml(twiml.text("Sorry, we're having technical difficulties. We'll call you back soon."))
@@ -470,7 +457,7 @@ def callback_answered(hook: Webhook) -> Reply:
                  "an answering machine" if verdict == "machine" else "not the current attempt")
         return xml(twiml.hangup())
     caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
-    context = leg_context(svc.callbacks, record)
+    context = cbweb.leg_context(svc.callbacks, record)
     return _advance(hook, lambda state: E.CallStarted(
         f.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
         parent_call_sid=record.get("call_sid"), callback=context), flow_id=record.get("flow") or "callback")
@@ -479,12 +466,10 @@ def callback_answered(hook: Webhook) -> Reply:
 @routes.post("/callback/status")
 def callback_status(hook: Webhook) -> Reply:
     """Status callbacks of a callback call: the attempt's outcome, then the usual end of call."""
-    from callbacks.web import leg_status
-
     f = hook.form
     callback_id, attempt = _callback_args(hook)
     try:
-        leg_status(hook.services.callbacks, callback_id, attempt, f)
+        cbweb.leg_status(hook.services.callbacks, callback_id, attempt, f)
     except Exception:
         log.exception("callback %s: status %s could not be applied; the sweep will ask Twilio",
                       callback_id, f.get("CallStatus"))

@@ -112,10 +112,7 @@ class Webhook:
         return name if not port or port == default else f"{name}:{port}"
 
     def header(self, name: str, default: str = "") -> str:
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            return self.environ.get(key, default)
-        return self.environ.get("HTTP_" + key, default)
+        return self.environ.get(_environ_key(name), default)
 
     # -- parameters -------------------------------------------------------------------------
 
@@ -139,6 +136,13 @@ class Webhook:
         if self._form is None:
             self._form = first_values(self.pairs)
         return self._form
+
+
+@lru_cache(maxsize=64)
+def _environ_key(header: str) -> str:
+    """Where WSGI keeps a header: X-Twilio-Signature in HTTP_X_TWILIO_SIGNATURE."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 def first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -279,7 +283,8 @@ _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 def _send(reply: Reply, start_response: Callable, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     body = reply.body.encode("utf-8") if reply.body else b""
     headers = [("Content-Type", reply.content_type)] if reply.content_type else []
-    headers.append(("Content-Length", str(len(body))))
+    if reply.status != 204:  # a 204 carries neither a body nor its length (RFC 9110)
+        headers.append(("Content-Length", str(len(body))))
     if extra:
         headers += extra
     start_response(_STATUS_LINES.get(reply.status, f"{reply.status} Unknown"), headers)

@@ -509,6 +509,68 @@ def test_call_state_survives_a_broken_redis_connection(redis_url):
     client.delete("test:broken:log", "ivr:call:CABROKEN")
 
 
+def test_the_last_answer_is_read_back_only_for_a_repeated_step_or_a_stream(redis_url):
+    """The last answer's TwiML (KBs of speech hints) is stored for retries; a request for the
+    next step does not read it back, a retried one does, and so does one that must stop the
+    Media Stream that answer started."""
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    client = redis_lib.Redis.from_url(redis_url)
+    calls = CallStates(client, stream="test:answer:log")
+    client.delete("test:answer:log", "ivr:call:CAANSWER")
+    menu = "<Response><Gather>" + "hint, " * 300 + "</Gather></Response>"
+    with calls.lock("CAANSWER"):
+        calls.save("CAANSWER", {"n": 1}, [], 3, menu)
+    for step, expected in ((3, None), (4, None), (2, menu), (-1, menu), (None, None)):
+        with calls.lock("CAANSWER", step=step):
+            assert calls.load("CAANSWER") == ({"n": 1}, 3, expected), step
+    assert calls.load("CAANSWER")[2] == menu  # without the lock: read as it is stored
+    streamed = '<Response><Start><Stream name="ivr-3" url="wss://x" /></Start><Gather/></Response>'
+    with calls.lock("CAANSWER"):
+        calls.save("CAANSWER", {"n": 2}, [], 3, streamed)
+    with calls.lock("CAANSWER", step=3):
+        assert calls.load("CAANSWER")[2] == streamed
+    client.delete("test:answer:log", "ivr:call:CAANSWER")
+
+
+def test_a_redis_that_stops_answering_fails_the_step_within_the_socket_timeout(tmp_path):
+    """The call-state connections block in the kernel with its own timeout (no poll before
+    each read): a Redis that hangs mid-call must still free the webhook to fail safe."""
+    import os
+    import signal
+    import time
+
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    from .cbutil import RedisServer
+
+    server = RedisServer(tmp_path / "hung").start()
+    try:
+        client = redis_lib.Redis.from_url(server.url, socket_timeout=0.5)
+        calls = CallStates(client)
+        with calls.lock("CAHUNG"):
+            calls.save("CAHUNG", {"n": 1}, [], 1, "<Response/>")
+        assert calls.scripts._connection()._sock.gettimeout() is None  # blocking, kernel-timed
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises((redis_lib.ConnectionError, redis_lib.TimeoutError)):
+            with calls.lock("CAHUNG"):
+                pass
+        assert time.monotonic() - start < 3  # two tries of 0.5 s, not forever
+        os.kill(server.proc.pid, signal.SIGCONT)
+        # (the resumed Redis ran the queued lock of CAHUNG: held until it expires)
+        with calls.lock("CAOTHER"):  # the next webhook reconnects
+            calls.save("CAOTHER", {"n": 2}, [], 1, "<Response/>")
+        assert calls.load("CAOTHER")[:2] == ({"n": 2}, 1)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.kill()
+
+
 def test_call_state_scripts_can_be_sent_twice(redis_url):
     """A script whose reply was lost with its connection is sent again: taking the lock again
     with the same token succeeds, and saving again stores the step (and its log) once."""
