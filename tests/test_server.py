@@ -76,8 +76,10 @@ def test_workers_share_the_flows_and_intent_model_loaded_before_they_start(start
     port = base.rsplit(":", 1)[1]
     master = subprocess.run(["pgrep", "-f", f"serve --port {port}"], capture_output=True,
                             text=True).stdout.split()
-    workers = subprocess.run(["pgrep", "-P", master[0]], capture_output=True, text=True).stdout.split()
-    assert len(workers) == 2
+    # gunicorn forks its workers up to 0.1 s apart: the first may have served these calls alone
+    workers = wait_for(lambda: len(found := subprocess.run(
+        ["pgrep", "-P", master[0]], capture_output=True, text=True).stdout.split()) == 2 and found)
+    assert workers and len(workers) == 2
     for pid in workers:
         fields = {}
         for line in open(f"/proc/{pid}/smaps_rollup"):
