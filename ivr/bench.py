@@ -59,7 +59,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 
 def _bare_twiml() -> dict[str, bytes]:
-    """Answers shaped like the real ones (same elements, similar size), built once."""
+    """Answers shaped like the real ones (the same elements; smaller: fewer speech hints), built once."""
     voice = VoiceResponse()
     voice.say("Hi Ada, thanks for calling Northwind Fibre.", voice="Polly.Joanna", language="en-US")
     g = voice.gather(input="dtmf speech", action="/voice/gather?s=1", method="POST", timeout=5,
