@@ -42,6 +42,8 @@ __all__ = [
 logger = logging.getLogger("ivr.callers")
 
 REQUIRED_COLUMNS = ("phone", "first_name")
+# What a flow reads as `caller.<key>` whatever the directory's columns (see Caller.as_context).
+CALLER_KEYS = ("known", "phone", "first_name", "last_name", "customer_id", "full_name")
 
 
 class DirectoryError(Exception):
@@ -112,6 +114,9 @@ class Directory(Protocol):
         """The first caller whose ``field`` equals ``value`` (ignoring case and spaces)."""
         ...
 
+    # A directory may also offer `columns` (a tuple of column names): `ivr flows check` and
+    # the server then warn about `caller.<name>` that no column provides.
+
 
 def column_key(name: str) -> str:
     """The name a column is known by: "First Name" -> "first_name"."""
@@ -147,6 +152,7 @@ class _Snapshot:
     by_phone: Mapping[str, Caller]
     warnings: tuple[str, ...]
     default_region: str
+    columns: tuple[str, ...] = ()
 
     def find(self, field_name: str, value: str) -> Caller | None:
         key = column_key(field_name)
@@ -165,6 +171,7 @@ def _build(
     rows: Iterable[tuple[str, Mapping[str, str]]],
     default_region: str,
     warnings: list[str] | None = None,
+    columns: Iterable[str] = (),
 ) -> _Snapshot:
     """Turn (location, row) pairs into a snapshot; bad rows become warnings."""
     by_phone: dict[str, Caller] = {}
@@ -190,7 +197,8 @@ def _build(
             fields=dict(row),
         )
         by_phone[phone] = caller
-    return _Snapshot(tuple(by_phone.values()), by_phone, tuple(warnings), default_region)
+    return _Snapshot(tuple(by_phone.values()), by_phone, tuple(warnings), default_region,
+                     tuple(columns))
 
 
 class CsvDirectory:
@@ -215,6 +223,11 @@ class CsvDirectory:
     def warnings(self) -> list[str]:
         """Rows skipped or overridden in the data currently served."""
         return list(self._snapshot.warnings)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of the data currently served, as flows read them (`caller.<column>`)."""
+        return self._snapshot.columns
 
     def __len__(self) -> int:
         return len(self._snapshot.callers)
@@ -278,9 +291,12 @@ class CsvDirectory:
                 self.path, line, "not UTF-8 text; in Excel use 'Save As' > 'CSV UTF-8'"
             ) from None
         warnings: list[str] = []
-        return _build(self._rows(text, warnings), self.default_region, warnings)
+        columns: list[str] = []
+        rows = list(self._rows(text, warnings, columns))
+        return _build(rows, self.default_region, warnings, columns)
 
-    def _rows(self, text: str, warnings: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    def _rows(self, text: str, warnings: list[str],
+              header_out: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
         first_line = text.split("\n", 1)[0]
         # Excel in many European locales saves "CSV" with semicolons; some tools save tabs.
         delimiter = ","
@@ -296,6 +312,7 @@ class CsvDirectory:
                 raise DirectoryError(self.path, 1, "empty file; the first line must be a header")
             columns = [column_key(cell) for cell in header]
             self._check_header(columns)
+            header_out.extend(column for column in columns if column)
             name = self.path.name
             line = reader.line_num
             for cells in reader:
@@ -374,6 +391,11 @@ class SqlDirectory:
         """Rows skipped or overridden in the data currently served."""
         return list(self._snapshot.warnings)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of the data currently served, as flows read them (`caller.<column>`)."""
+        return self._snapshot.columns
+
     def __len__(self) -> int:
         return len(self._snapshot.callers)
 
@@ -432,7 +454,7 @@ class SqlDirectory:
         except SQLAlchemyError as exc:
             detail = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
             raise DirectoryError(self.source, None, f"cannot read table: {detail}") from None
-        return _build(rows, self.default_region)
+        return _build(rows, self.default_region, columns=keys.values())
 
 
 def _text(value: Any) -> str:

@@ -9,9 +9,11 @@ prompts before reaching each destination.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import Problem
+from .callers import CALLER_KEYS, column_key
+from .errors import Problem, suggest
 from .model import (
     DESTINATION_KINDS,
     WAITING_KINDS,
@@ -306,3 +308,31 @@ def _leads_back(flow: Flow, target: str | None, menu: str) -> bool:
             return False
         target = node.next
     return False
+
+
+def caller_field_problems(flow: Flow, columns: Iterable[str] | None, directory: str = "") -> list[Problem]:
+    """Warnings for columns the flow reads that its caller directory does not have.
+
+    A misspelt `caller.frist_name` renders as empty text for every caller ("Hi , thanks for
+    calling"), and a `lookup` by a missing column never finds anyone; neither fails a call,
+    so only the check can tell. `columns` None means the directory cannot say (a directory
+    plugged in without `columns`): nothing is checked.
+    """
+    if columns is None or not flow.directory:
+        return []
+    known = set(CALLER_KEYS) | {column_key(c) for c in columns}
+    problems = []
+    name = directory or flow.directory
+    for path, field_name in flow.caller_fields:
+        is_lookup = path[-2:] == ("lookup", "by")
+        # A lookup names its column loosely ("Customer ID"); templates and tests read the key.
+        if (column_key(str(field_name)) if is_lookup else field_name) in known:
+            continue
+        line, col = flow.source.where(path) if flow.source else (None, None)
+        effect = ("so this lookup never finds anyone" if is_lookup
+                  else f"so caller.{field_name} is always empty")
+        problems.append(Problem(
+            flow.file, line, col,
+            f"caller directory {name} has no column '{field_name}'{suggest(str(field_name), known)}, "
+            f"{effect}", "warning", "missing-column"))
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))

@@ -180,10 +180,12 @@ def _directory_problems(flow) -> list[Problem]:
         return [Problem(flow.file, line, col, f"caller directory: {exc}", code="directory")]
     finally:
         quiet.setLevel(level)
+    from .checker import caller_field_problems
+
     warnings = getattr(directory, "warnings", []) or []
     line, col = flow.source.where(("directory",))
     return [Problem(flow.file, line, col, f"caller directory: {w}", "warning", "directory")
-            for w in warnings]
+            for w in warnings] + caller_field_problems(flow, getattr(directory, "columns", None))
 
 
 def _cross_flow_problems(loaded: dict) -> list[Problem]:

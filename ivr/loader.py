@@ -225,6 +225,7 @@ class _Builder:
         self.base_dir = base_dir
         self.problems: list[Problem] = []
         self.texts: list[tuple[tuple, str]] = []  # every template and expression, for later checks
+        self.caller_fields: list[tuple[tuple, str]] = []  # (where, column) read outside templates
 
     def error(self, path: tuple, message: str, code: str = "", key: bool = False) -> None:
         self.problems.append(self.src.problem(path, message, key=key, code=code))
@@ -318,6 +319,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
     )
     _check_references(b, flow, d, broken_hours)
     _check_hours_in_templates(b, flow, broken_hours)
+    flow.caller_fields = tuple(_caller_fields(b, flow))
     return flow, b.problems
 
 
@@ -509,6 +511,7 @@ def _check_references(b: _Builder, flow: Flow, d: dict, broken_hours: set[str]) 
                 _check_condition(b, flow, path + ("branch", i, "if"), c.condition, broken_hours)
             target(path + ("else",), node.otherwise)
         elif isinstance(node, LookupNode):
+            b.caller_fields.append((path + ("lookup", "by"), node.by))
             target(path + ("lookup", "found"), node.found)
             target(path + ("lookup", "not_found"), node.not_found)
 
@@ -538,6 +541,14 @@ def _check_hours_in_templates(b: _Builder, flow: Flow, broken: set[str]) -> None
                         f"{suggest(name, flow.hours)}", code="missing-hours")
 
 
+def _caller_fields(b: _Builder, flow: Flow) -> list[tuple[tuple, str]]:
+    """Where the flow reads a directory column: `caller.<name>` in templates and conditions,
+    `{caller: {...}}` tests and lookups `by` a column. Checked against the directory's
+    columns once it is open (checker.caller_field_problems)."""
+    reads = [(path, name) for path, text in b.texts for name in templates.names_read(text, "caller")]
+    return reads + b.caller_fields
+
+
 def _check_condition(b: _Builder, flow: Flow, path: tuple, cond: Any, broken: set[str]) -> None:
     if not isinstance(cond, dict):
         return
@@ -551,6 +562,8 @@ def _check_condition(b: _Builder, flow: Flow, path: tuple, cond: Any, broken: se
         if name not in flow.intents:
             b.error(path + ("intent",), f"intent '{name}' is not declared under 'intents'"
                     f"{suggest(name, flow.intents)}", code="missing-intent")
+    if isinstance(cond.get("caller"), dict):
+        b.caller_fields += [(path + ("caller", name), name) for name in cond["caller"]]
     for key in ("all", "any"):
         for i, sub in enumerate(cond.get(key, []) or []):
             _check_condition(b, flow, path + (key, i), sub, broken)

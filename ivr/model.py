@@ -248,6 +248,7 @@ class Flow:
     settings: Settings = field(default_factory=Settings)
     callbacks: FlowCallbacks = field(default_factory=FlowCallbacks)
     problems: list = field(default_factory=list)  # warnings kept from loading and checking
+    caller_fields: tuple = ()  # ((yaml path, column), ...): the directory columns the flow reads
     source: Any = None  # ivr.yamlsource.Source, for positions
     digest: str = ""  # content hash, to tell versions apart in logs
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .callers import Directory, DirectoryError, open_directory
+from .checker import caller_field_problems
 from .errors import FlowError, Problem
 from .loader import load_flow
 from .model import Flow
@@ -122,10 +123,13 @@ class FlowRegistry:
         if not flow.directory:
             return None
         try:
-            return open_directory(flow.directory, path.parent, self.default_region)
+            directory = open_directory(flow.directory, path.parent, self.default_region)
         except DirectoryError as exc:
             raise FlowError([Problem(str(path), None, None, f"caller directory: {exc}",
                                      code="directory")]) from None
+        for problem in caller_field_problems(flow, getattr(directory, "columns", None)):
+            log.warning("%s", problem)
+        return directory
 
     def _cross_check(self, report: LoadReport) -> None:
         flows = self._by_id()

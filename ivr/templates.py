@@ -51,21 +51,27 @@ def _compile_expr(text: str):
         raise TemplateError(f"expression error: {exc.message}", exc.lineno) from None
 
 
-def hours_names(text: str) -> list[str]:
-    """The business-hours names a template reads (`hours.support`, `hours['support']`); none
-    when it does not parse (that error is reported by `check`)."""
+def names_read(text: str, root: str) -> list[str]:
+    """The names a template reads under `root`: for root 'hours', `hours.support` and
+    `hours['support']` give 'support'. None when it does not parse (that error is reported
+    by `check`)."""
     try:
         tree = _env.parse(text)
     except TemplateSyntaxError:
         return []
     names = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.name == "hours":
+        if isinstance(node.node, nodes.Name) and node.node.name == root:
             if isinstance(node, nodes.Getattr):
                 names.append(node.attr)
             elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 names.append(node.arg.value)
     return names
+
+
+def hours_names(text: str) -> list[str]:
+    """The business-hours names a template reads (`hours.support`, `hours['support']`)."""
+    return names_read(text, "hours")
 
 
 def check(text: str) -> None:

@@ -165,3 +165,76 @@ def test_hours_in_words_are_not_hours_names(tmp_path):
         "if not hours.main.open else 'Hello.' }}\"\n")
     result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "words.yaml")])
     assert result.exit_code == 0, result.output
+
+
+CSV = "phone,first_name,last_name,plan\n+14155550100,Ada,Lovelace,premium\n"
+READS = """id: reads
+directory: {directory}
+start: find
+nodes:
+  find:
+    lookup: {{by: {by}, value: "{{{{ call.from }}}}", found: route, not_found: route}}
+  route:
+    branch:
+      - if: {{caller: {{plna: premium}}}}
+        goto: bye
+      - if: "caller['emial'] == 'x' or caller.plan == 'premium'"
+        goto: bye
+    else: bye
+  bye:
+    hangup: "Bye {{{{ caller.frist_name }}}}, {{{{ caller.full_name }}}} on {{{{ caller.plan }}}}."
+"""
+
+
+def test_caller_fields_missing_from_the_directory_are_named_with_the_column_meant(tmp_path):
+    """A misspelt column renders as empty text for every caller ("Bye , ..."): the check says
+    so, where it is read, with the column meant; the flow still loads (a warning)."""
+    (tmp_path / "customers.csv").write_text(CSV)
+    (tmp_path / "reads.yaml").write_text(READS.format(directory="customers.csv", by="plna"))
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "reads.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines() if "no column" in line]
+    where = [line.split(": warning")[0].rsplit("/", 1)[-1] for line in lines]
+    assert where == ["reads.yaml:6:18", "reads.yaml:9:29", "reads.yaml:11:13", "reads.yaml:15:13"]
+    assert "no column 'plna' (did you mean 'plan'?), so this lookup never finds anyone" in lines[0]
+    assert "no column 'plna' (did you mean 'plan'?), so caller.plna is always empty" in lines[1]
+    assert "no column 'emial'" in lines[2]
+    assert "no column 'frist_name' (did you mean 'first_name'?)" in lines[3]
+    assert "'plan'" not in " ".join(lines).replace("'plan'?", "")  # real columns pass
+    assert "full_name" not in result.output  # fixed keys pass too
+
+
+def test_lookup_columns_are_matched_as_the_directory_matches_them(tmp_path):
+    (tmp_path / "customers.csv").write_text(CSV)
+    text = READS.format(directory="customers.csv", by='"Plan"').replace("plna", "plan")
+    text = text.replace("emial", "plan").replace("frist_name", "first_name")
+    (tmp_path / "reads.yaml").write_text(text)
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "reads.yaml")])
+    assert result.exit_code == 0 and "no column" not in result.output, result.output
+
+
+def test_caller_fields_are_checked_against_a_sql_directory(tmp_path):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE people (phone TEXT, first_name TEXT, tier TEXT)"))
+    (tmp_path / "reads.yaml").write_text(READS.format(directory="sqlite:///crm.db#people", by="tier"))
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", "--json", str(tmp_path / "reads.yaml")])
+    found = [p["message"] for p in json.loads(result.output)["files"][0]["problems"]
+             if p["code"] == "missing-column"]
+    assert len(found) == 5 and all("sqlite:///crm.db#people has no column" in m for m in found)
+    assert any("'plan'" in m for m in found)  # plan is a CSV column, not one of this table's
+
+
+def test_the_server_logs_caller_fields_its_directory_lacks(tmp_path, caplog):
+    import logging
+
+    from ivr.registry import FlowRegistry
+
+    (tmp_path / "customers.csv").write_text(CSV)
+    (tmp_path / "reads.yaml").write_text(READS.format(directory="customers.csv", by="phone"))
+    with caplog.at_level(logging.WARNING, logger="ivr.flows"):
+        registry = FlowRegistry(tmp_path)
+    assert registry.get("reads") is not None  # loaded: a warning never stops a flow
+    assert "no column 'frist_name' (did you mean 'first_name'?)" in caplog.text
