@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -124,6 +125,11 @@ class Scripts:
     def __init__(self, client: redis.Redis):
         pool = client.connection_pool
         self._new = lambda: pool.connection_class(**pool.connection_kwargs)
+        timeout = pool.connection_kwargs.get("socket_timeout")
+        # A script that failed sooner than this lost its connection and is sent again; one
+        # that failed later timed out: Redis is not answering, and a second wait would keep
+        # the caller past Twilio's 15 s before the fail-safe answer.
+        self._resend_within = timeout / 2 if timeout else float("inf")
         self._local = threading.local()
         self._shas: dict[str, str] = {}
 
@@ -147,6 +153,7 @@ class Scripts:
     def run(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         for attempt in (1, 2):
             conn = self._connection()
+            sent = time.monotonic()
             try:
                 try:
                     conn.send_packed_command([_pack("EVALSHA", sha, len(keys), *keys, *args)])
@@ -154,11 +161,13 @@ class Scripts:
                 except NoScriptError:  # a restarted or flushed Redis: send the script itself
                     conn.send_packed_command([_pack("EVAL", self._shas[sha], len(keys), *keys, *args)])
                     return conn.read_response()
-            except (ConnectionError, TimeoutError, OSError):
+            except (ConnectionError, TimeoutError, OSError) as exc:
                 conn.disconnect()
                 self._local.conn = None
-                if attempt == 2:
-                    raise
+                if attempt == 2 or time.monotonic() - sent >= self._resend_within:
+                    if isinstance(exc, ConnectionError | TimeoutError):
+                        raise
+                    raise ConnectionError(f"call state: {exc}") from exc
         raise AssertionError("unreachable")
 
 
@@ -169,6 +178,8 @@ def _kernel_timeouts(conn: Any) -> None:
     sock = getattr(conn, "_sock", None)
     timeout = getattr(conn, "socket_timeout", None)
     if sock is None or not timeout or sock.gettimeout() is None:
+        return
+    if isinstance(sock, ssl.SSLSocket):  # its reads retry a kernel timeout forever: keep Python's
         return
     seconds = int(timeout)
     limit = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
@@ -227,6 +238,11 @@ class CallStates:
                            "released": False}
         try:
             yield
+        except (ConnectionError, TimeoutError):
+            # Redis failed this request: waiting on it again to release the lock would only
+            # delay the caller's fail-safe answer; the lock expires by itself (hold_ms).
+            self._held.call = None
+            raise
         finally:
             held = getattr(self._held, "call", None)
             self._held.call = None

@@ -261,7 +261,16 @@ class Webhooks:
             return _send(Reply(405, "", ""), start_response, [("Allow", "POST")])
         hook = Webhook(environ, self.services, self.config)
         try:
-            if not self.is_valid(hook):
+            valid = self.is_valid(hook)
+        except Exception as exc:  # noqa: BLE001 - a body that cannot be read is not verified
+            too_large = isinstance(exc, BodyTooLarge) or getattr(exc, "code", None) == 413
+            log.warning("rejected a request to %s whose signature could not be checked: %s",
+                        hook.path, type(exc).__name__)
+            reply = (Reply(413, "Request body too large", "text/plain; charset=utf-8") if too_large
+                     else Reply(403, "Forbidden", "text/plain; charset=utf-8"))
+            return _send(reply, start_response)
+        try:
+            if not valid:
                 log.warning("rejected unsigned or badly signed request to %s (checked URL %s)",
                             hook.path, self.describe(hook))
                 return _send(Reply(403, "Forbidden", "text/plain; charset=utf-8"), start_response)

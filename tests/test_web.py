@@ -535,9 +535,33 @@ def test_the_last_answer_is_read_back_only_for_a_repeated_step_or_a_stream(redis
     client.delete("test:answer:log", "ivr:call:CAANSWER")
 
 
-def test_a_redis_that_stops_answering_fails_the_step_within_the_socket_timeout(tmp_path):
+def _run_for_at_most(limit: float, fn) -> tuple[BaseException | None, float]:
+    """Run fn in a thread: (what it raised, seconds it took); fails the test past `limit`."""
+    import threading
+    import time
+
+    out: dict = {}
+
+    def run():
+        start = time.monotonic()
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+        out["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert "seconds" in out, f"still blocked after {limit} s"
+    return out.get("error"), out["seconds"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_redis_that_stops_answering_fails_the_step_within_the_socket_timeout(tmp_path, tls):
     """The call-state connections block in the kernel with its own timeout (no poll before
-    each read): a Redis that hangs mid-call must still free the webhook to fail safe."""
+    each read; over TLS, Python's timeout): a Redis that hangs mid-call must still free the
+    webhook to fail safe, after one socket timeout, well within Twilio's 15 s."""
     import os
     import signal
     import time
@@ -548,24 +572,43 @@ def test_a_redis_that_stops_answering_fails_the_step_within_the_socket_timeout(t
 
     from .cbutil import RedisServer
 
-    server = RedisServer(tmp_path / "hung").start()
+    server = RedisServer(tmp_path / "hung", tls=tls).start()
     try:
-        client = redis_lib.Redis.from_url(server.url, socket_timeout=0.5)
+        client = redis_lib.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
         calls = CallStates(client)
-        with calls.lock("CAHUNG"):
-            calls.save("CAHUNG", {"n": 1}, [], 1, "<Response/>")
-        assert calls.scripts._connection()._sock.gettimeout() is None  # blocking, kernel-timed
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        start = time.monotonic()
-        with pytest.raises((redis_lib.ConnectionError, redis_lib.TimeoutError)):
+
+        def take_lock_on_a_connection_made_before():
+            with calls.lock("CAHUNG"):
+                calls.save("CAHUNG", {"n": 1}, [], 1, "<Response/>")
+            if not tls:
+                assert calls.scripts._connection()._sock.gettimeout() is None  # kernel-timed
+            os.kill(server.proc.pid, signal.SIGSTOP)
             with calls.lock("CAHUNG"):
                 pass
-        assert time.monotonic() - start < 3  # two tries of 0.5 s, not forever
+
+        # In a thread of its own (the connections are per thread): a hang fails the test
+        # instead of stalling it.
+        error, seconds = _run_for_at_most(5, take_lock_on_a_connection_made_before)
+        assert isinstance(error, (redis_lib.ConnectionError, redis_lib.TimeoutError)), error
+        assert seconds < 0.9  # one wait of 0.5 s: not sent again, not forever
         os.kill(server.proc.pid, signal.SIGCONT)
         # (the resumed Redis ran the queued lock of CAHUNG: held until it expires)
         with calls.lock("CAOTHER"):  # the next webhook reconnects
             calls.save("CAOTHER", {"n": 2}, [], 1, "<Response/>")
         assert calls.load("CAOTHER")[:2] == ({"n": 2}, 1)
+
+        # Redis hangs after the lock is taken: the save fails after one wait, and the lock
+        # is left to expire rather than waited on again.
+        def save_after_hang():
+            with calls.lock("CATHIRD"):
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                hung["at"] = time.monotonic()
+                calls.save("CATHIRD", {"n": 3}, [], 1, "<Response/>")
+
+        hung: dict = {}
+        error, _ = _run_for_at_most(5, save_after_hang)
+        assert isinstance(error, (redis_lib.ConnectionError, redis_lib.TimeoutError)), error
+        assert time.monotonic() - hung["at"] < 0.9
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
         server.kill()
@@ -644,6 +687,27 @@ def test_a_webhook_body_over_the_limit_is_refused_unread(app):
     r = app.test_client().post("/voice/gather?s=1", data=body, headers={"X-Twilio-Signature": "x"},
                                content_type="application/x-www-form-urlencoded")
     assert r.status_code == 413
+
+
+def test_a_body_that_cannot_be_read_for_the_signature_check_is_refused_not_answered(app):
+    """A chunked multipart body over the limit fails while the signature is being checked:
+    the request was never verified, so it gets a refusal, not the fail-safe TwiML (which
+    dials the fallback number)."""
+    import io
+
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    from ivr.webhook import MAX_BODY
+
+    environ = EnvironBuilder(path="/voice", method="POST", headers={"X-Twilio-Signature": "bogus"},
+                             data={"CallSid": "CA1", "Junk": "a" * (MAX_BODY + 1024)},
+                             content_type="multipart/form-data").get_environ()
+    body = environ["wsgi.input"].read()
+    del environ["CONTENT_LENGTH"]  # as a chunked body arrives: its end told by the server
+    environ["wsgi.input"], environ["wsgi.input_terminated"] = io.BytesIO(body), True
+    chunks, status, _ = run_wsgi_app(app.wsgi_app, environ)
+    assert status.split()[0] == "413", status
+    assert b"<Response>" not in b"".join(chunks)
 
 
 def test_webhook_paths_answer_post_only(app):
