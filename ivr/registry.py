@@ -59,6 +59,7 @@ class FlowRegistry:
         self._lock = threading.Lock()
         self._loaded: dict[str, _Loaded] = {}  # by file path
         self._refused: dict[str, str] = {}  # new files that failed: the errors last logged
+        self._cross_said: set[str] = set()  # problems between flows, logged when they appear
         self._checked = 0.0
         self._flows: Mapping[str, Flow] = MappingProxyType({})
         self.last_report = LoadReport()
@@ -82,6 +83,7 @@ class FlowRegistry:
                 try:
                     flow = load_flow(path)
                     self._unique_id(flow, key)
+                    self._unique_numbers(flow, key)
                     directory = self._directory(flow, path)
                 except FlowError as exc:
                     report.failed[key] = exc.problems
@@ -119,6 +121,21 @@ class FlowRegistry:
                 raise FlowError([Problem(key, 1, 1, f"flow id '{flow.id}' is already used by "
                                          f"{other_key}; give each flow its own 'id'", code="dup-id")])
 
+    def _unique_numbers(self, flow: Flow, key: str) -> None:
+        """A number answered by a loaded flow is not taken over by another file: which of the
+        two would answer must never depend on the order files happen to load in."""
+        mine = {e164: i for i, n in enumerate(flow.numbers) if (e164 := normalize(n, self.default_region))}
+        for other_key, other in self._loaded.items():
+            if other_key == key or other.flow.id == flow.id or not Path(other_key).exists():
+                continue
+            for number in other.flow.numbers:
+                e164 = normalize(number, self.default_region)
+                if e164 and e164 in mine:
+                    line, col = flow.source.where(("numbers", mine[e164]))
+                    raise FlowError([Problem(key, line, col, f"{e164} is already answered by flow "
+                                             f"'{other.flow.id}' ({other_key}); a number can "
+                                             "have only one flow", code="dup-number")])
+
     def _directory(self, flow: Flow, path: Path) -> Directory | None:
         if not flow.directory:
             return None
@@ -133,17 +150,22 @@ class FlowRegistry:
 
     def _cross_check(self, report: LoadReport) -> None:
         flows = self._by_id()
+        problems = []
         for item in self._loaded.values():
             for node in item.flow.nodes.values():
                 target = getattr(node, "flow", None)
                 if node.kind == "goto_flow" and target not in flows:
-                    log.error("flow '%s' node '%s' goes to flow '%s', which is not loaded",
-                              item.flow.id, node.id, target)
+                    problems.append(f"flow '{item.flow.id}' node '{node.id}' goes to flow "
+                                    f"'{target}', which is not loaded")
                 offer = getattr(node, "callback", None)
                 if offer is not None and offer.flow not in flows:
-                    log.error("flow '%s' node '%s' offers callbacks run by flow '%s', which is not "
-                              "loaded; callback calls will use the built-in greeting",
-                              item.flow.id, node.id, offer.flow)
+                    problems.append(f"flow '{item.flow.id}' node '{node.id}' offers callbacks run "
+                                    f"by flow '{offer.flow}', which is not loaded; callback calls "
+                                    "will use the built-in greeting")
+        for problem in problems:
+            if problem not in self._cross_said:  # said once, not at every check of the folder
+                log.error("%s", problem)
+        self._cross_said = set(problems)
 
     def maybe_reload(self) -> None:
         if time.monotonic() - self._checked >= self.interval:

@@ -324,6 +324,32 @@ def test_changed_flow_is_reloaded_and_a_broken_one_never_replaces_it(app, twilio
     assert "there is no node 'main_manu' (did you mean 'main_menu'?)" in caplog.text
 
 
+def test_a_new_flow_never_takes_over_a_number_another_flow_answers(app, twilio, flows_dir, caplog):
+    """Which flow answers the support line must not depend on the order files load in: a
+    file claiming a number a loaded flow answers is refused, loudly, and the line keeps its
+    flow; the problems between flows are logged when they appear, not at every check."""
+    registry = app.extensions["ivr"].registry
+    registry.interval = 0
+    with caplog.at_level(logging.ERROR, logger="ivr.flows"):
+        (flows_dir / "aaa-promo.yaml").write_text(
+            'id: promo\nnumbers: ["+1 500 555 0006"]\nnodes:\n'
+            "  hi: {say: Promo!, next: gone}\n  gone: {goto_flow: nosuchflow}\n")
+        time.sleep(0.01)
+        root = parse(twilio.post("/voice", CallSid="CA120", From="Anonymous", To="+15005550006"))
+        assert not said(root).startswith("Promo")
+        assert registry.get("promo") is None
+        assert "aaa-promo.yaml:2:11: error: +15005550006 is already answered by flow 'support'" in caplog.text
+        caplog.clear()
+        (flows_dir / "aaa-promo.yaml").write_text(
+            'id: promo\nnumbers: ["+15005550099"]\nnodes:\n'
+            "  hi: {say: Promo!, next: gone}\n  gone: {goto_flow: nosuchflow}\n")
+        time.sleep(0.01)
+        for sid in ("CA121", "CA122", "CA123"):
+            twilio.post("/voice", CallSid=sid, From="Anonymous", To="+15005550006")
+    assert registry.get("promo") is not None  # its own number: loaded
+    assert caplog.text.count("goes to flow 'nosuchflow', which is not loaded") == 1
+
+
 def test_a_renamed_flow_file_keeps_being_served_and_reloaded(app, twilio, flows_dir, caplog):
     registry = app.extensions["ivr"].registry
     registry.interval = 0
