@@ -392,7 +392,7 @@ class _Run:
         if isinstance(node, TransferNode):
             said = self.speak(node.say)
             whisper = self.whisper(node)
-            to = self.render(node.to)
+            to = self._dial_target(node)
             self.actions += said + [A.Dial(to, node.timeout, node.caller_id, whisper)]
             s["wait"] = "dial"
             s["whisper"] = whisper
@@ -937,6 +937,19 @@ class _Run:
             if not ok:
                 return False
         return True
+
+    def _dial_target(self, node: TransferNode) -> str:
+        """The number or SIP address a transfer dials, from its template. A value that is
+        neither (`{{ caller.account_manager }}` for a caller without one) fails the step
+        safely: Twilio would dial nothing and drop the caller."""
+        to = self.render(node.to).strip()
+        if to.lower().startswith("sip:"):
+            return "sip:" + to[4:]
+        number = normalize(to, self.ctx.region)
+        if number is None:
+            raise FlowRuntimeError(f"node '{node.id}' transfers to {to!r}, which is not a phone "
+                                   "number or a sip: address")
+        return number
 
     def whisper(self, node: TransferNode) -> str:
         """What the agent hears before the caller is connected, so nobody repeats themselves."""

@@ -175,6 +175,28 @@ nodes:
     assert r.actions[-1].whisper == "Call from Ada Lovelace, customer C - 1 0 0 1. order number: 4417."
 
 
+def test_a_transfer_target_from_a_template_is_dialled_only_when_it_is_a_number():
+    """`transfer: "{{ caller.account_manager }}"` dials the column's number in E.164 whatever
+    its format; for a caller without one, the step fails safe to the fallback number rather
+    than sending Twilio an empty <Number> (which drops the caller)."""
+    flow = load_flow_text("""
+settings: {fallback_number: "+15005550010"}
+nodes:
+  manager:
+    transfer: "{{ caller.account_manager }}"
+""", "manager.yaml")
+    with_manager = {**ADA, "account_manager": "(415) 555-0177"}
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, with_manager), ctx())
+    assert r.actions[-1].to == "+14155550177"
+    sip = {**ADA, "account_manager": "SIP:grace@pbx.example.com"}
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, sip), ctx())
+    assert r.actions[-1].to == "sip:grace@pbx.example.com"
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, ADA), ctx())
+    assert r.said.startswith("We're sorry, something went wrong on our side.")
+    assert r.actions[-1].to == "+15005550010" and r.state["outcome"] == "failed"
+    assert "node 'manager' transfers to '', which is not a phone number" in r.steps[-1]["detail"]["error"]
+
+
 def test_transfer_not_answered_goes_to_next(all_kinds):
     r = run(all_kinds, None, E.CallStarted("CA6", "+14155550100", None, ADA), ctx())
     r = run(all_kinds, r.state, E.Digits("0"), ctx())
