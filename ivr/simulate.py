@@ -70,6 +70,8 @@ class SimulatedCall:
                        region=self.region)
 
     def send(self, event: E.Event) -> Result:
+        if isinstance(event, E.Digits):
+            event = self._as_twilio_sends(event)
         flow = self.flows[self.state["flow"]] if self.state else self.flow
         result = run(flow, self.state, event, self._context())
         self.state = result.state
@@ -83,6 +85,21 @@ class SimulatedCall:
             # its queue and reports it, as it would on a real call.
             return self.send(E.QueueLeft("leave", 30))
         return result
+
+    def _as_twilio_sends(self, event: E.Digits) -> E.Event:
+        """The keys pressed, as Twilio reports them for the menu listening: it stops at the
+        finish key (`#` unless the menu says otherwise) and leaves it out, and stops after
+        `num_digits` keys. Only the finish key pressed is silence."""
+        gather = self.last_action()
+        if not isinstance(gather, A.Gather) or "dtmf" not in gather.input:
+            return event
+        digits = event.digits
+        finish = "#" if gather.finish_on_key is None else gather.finish_on_key
+        if finish and finish in digits:
+            digits = digits[:digits.index(finish)]
+        if gather.num_digits:
+            digits = digits[:gather.num_digits]
+        return E.Digits(digits) if digits else E.NoInput()
 
     def start(self) -> Result:
         return self.send(E.CallStarted(self.call_sid, self.from_number, self.to_number, self.caller,

@@ -125,3 +125,38 @@ def test_simulated_voicemail_after_hours():
     assert "Thanks for calling Northwind Fibre, Grace." in text  # Sunday: closed
     assert "We open again tomorrow at 8 AM." in text
     assert "[recording a message" in text and "IVR: Thank you. Goodbye." in text
+
+
+def test_keys_reach_the_flow_as_twilio_sends_them(tmp_path):
+    """Twilio stops a menu's input at its finish key (# by default) and leaves the key out, and
+    stops after num_digits keys: flow tests and the simulator must see what real calls see."""
+    flows = tmp_path / "flows"
+    (flows / "tests").mkdir(parents=True)
+    (flows / "acct.yaml").write_text("""id: acct
+nodes:
+  account:
+    ask: {prompt: "Type your account number, then press pound.", save_as: account,
+          no_input: {goto: bye}}
+    next: pin
+  pin:
+    ask: {prompt: "Your two digit code?", save_as: pin, num_digits: 2, finish_on_key: "*",
+          no_input: {goto: bye}}
+    next: bye
+  bye: {hangup: "Thanks."}
+""")
+    path = flows / "tests" / "acct.test.yaml"
+    path.write_text("""flow: acct
+tests:
+  - name: the finish key ends the entry and is left out
+    steps:
+      - press: "1001#99"
+      - press: "4#56*"
+      - vars: {account: "1001", pin: "4#"}
+  - name: the finish key alone is silence
+    steps:
+      - press: "#"
+      - hears: "didn't hear anything"
+      - at: account
+""")
+    res = run_file(path)
+    assert res.ok, [str(f.message) for f in res.failed] + [str(p) for p in res.problems]
