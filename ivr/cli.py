@@ -60,12 +60,15 @@ def flows() -> None:
 
 
 def _flow_paths(paths: tuple[str, ...]) -> list[Path]:
-    from .registry import flow_files
+    from .registry import NOT_FLOWS, flow_files
 
     out: list[Path] = []
     for p in map(Path, paths or (str(_config().flows_dir),)):
         if p.is_dir():
             out += flow_files(p)
+        elif p.name in NOT_FLOWS:  # `ivr flows check flows/*.yaml` names the agents file too
+            click.echo(f"{p}: skipped, the agents file is not a flow (check it with "
+                       "`ivr agents check`)", err=True)
         elif p.exists():
             out.append(p)
         else:

@@ -238,3 +238,13 @@ def test_the_server_logs_caller_fields_its_directory_lacks(tmp_path, caplog):
         registry = FlowRegistry(tmp_path)
     assert registry.get("reads") is not None  # loaded: a warning never stops a flow
     assert "no column 'frist_name' (did you mean 'first_name'?)" in caplog.text
+
+
+def test_the_agents_file_named_with_the_flows_is_skipped_not_failed():
+    """`ivr flows check flows/*.yaml` in CI names agents.yaml too: it is not a flow."""
+    files = sorted(str(p) for p in FLOWS.glob("*.yaml"))
+    assert any(f.endswith("agents.yaml") for f in files)
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", *files])
+    assert result.exit_code == 0, result.output
+    assert "agents.yaml: skipped, the agents file is not a flow" in result.output + result.stderr
+    assert "support.yaml: OK" in result.output
