@@ -159,6 +159,46 @@ def test_a_process_that_stops_while_the_intent_model_loads_exits_cleanly(redis_u
     assert "terminate called" not in done.stderr
 
 
+def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tmp_path):
+    """A deploy stops the server: its workers, forked from a master that loaded the intent
+    model, must neither abort (SIGABRT from onnxruntime's exit handlers) nor hang until the
+    graceful timeout, and what they answered is still recorded."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import TOKEN, free_port, wait_http
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": f"http://127.0.0.1:{port}", "REDIS_URL": redis_url,
+                "IVR_FLOWS_DIR": str(FLOWS), "IVR_DATA_DIR": str(tmp_path / "var")})
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--port", str(port),
+                                 "--workers", "3"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(base + "/healthz", proc=proc)
+            for n in range(6):  # spread over the workers
+                call_through(base, f"CASTOP{n}")
+            store = Store(f"sqlite:///{tmp_path / 'var' / 'ivr.db'}")
+            assert wait_for(lambda: all((store.call(f"CASTOP{n}") or {}).get("duration_s") == 42
+                                        for n in range(6)))
+            proc.send_signal(signal.SIGTERM)
+            start = time.monotonic()
+            assert proc.wait(timeout=20) == 0
+            assert time.monotonic() - start < 5  # the graceful timeout is 10 s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert text.count("Worker exiting") == 3, text[-2000:]
+    for sign_of_a_crash in ("SIGABRT", "terminate called", "Traceback", "was sent SIGKILL"):
+        assert sign_of_a_crash not in text, text[-2000:]
+
+
 def test_bad_settings_are_named_at_start_not_a_traceback(tmp_path):
     from click.testing import CliRunner
 
