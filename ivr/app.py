@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 
-from .config import Config
+from .config import Config, safe_url
 from .services import Services
 
 log = logging.getLogger("ivr")
@@ -31,6 +31,11 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
                     "not signed with a shared key " if config.twilio_webhook_shared_keys else "")
     svc = services or Services(config)
     app.extensions["ivr"] = svc
+    try:
+        svc.redis.ping()
+    except Exception as exc:  # noqa: BLE001 - said now, not first heard from a caller
+        log.error("cannot reach Redis at %s (%s): every call will get the apology and the "
+                  "fallback number until it answers", safe_url(svc.redis_url or ""), exc)
     if config.recorder:
         try:
             svc.migrate()  # the recorder threads write steps as soon as calls arrive
