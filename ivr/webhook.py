@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .services import Services
 
 log = logging.getLogger("ivr.webhook")
+refused = logging.getLogger("ivr.security")  # requests turned away: one logger to alert on
 
 XML = "text/xml; charset=utf-8"
 MAX_BODY = 1024 * 1024  # Twilio's bodies are a few KB; what a caller said is the longest part
@@ -264,14 +265,14 @@ class Webhooks:
             valid = self.is_valid(hook)
         except Exception as exc:  # noqa: BLE001 - a body that cannot be read is not verified
             too_large = isinstance(exc, BodyTooLarge) or getattr(exc, "code", None) == 413
-            log.warning("rejected a request to %s whose signature could not be checked: %s",
+            refused.warning("rejected a request to %s whose signature could not be checked: %s",
                         hook.path, type(exc).__name__)
             reply = (Reply(413, "Request body too large", "text/plain; charset=utf-8") if too_large
                      else Reply(403, "Forbidden", "text/plain; charset=utf-8"))
             return _send(reply, start_response)
         try:
             if not valid:
-                log.warning("rejected unsigned or badly signed request to %s (checked URL %s)",
+                refused.warning("rejected unsigned or badly signed request to %s (checked URL %s)",
                             hook.path, self.describe(hook))
                 return _send(Reply(403, "Forbidden", "text/plain; charset=utf-8"), start_response)
             if self.routes.before is not None:

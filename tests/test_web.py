@@ -92,8 +92,12 @@ def test_anonymous_caller_is_unknown_not_an_error(app, twilio):
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-def test_every_endpoint_rejects_unsigned_requests(twilio, path):
-    assert twilio.post(path, signed=False, CallSid="CA1", **CALLER).status_code == 403
+def test_every_endpoint_rejects_unsigned_requests(twilio, path, caplog):
+    with caplog.at_level(logging.WARNING, logger="ivr.security"):
+        assert twilio.post(path, signed=False, CallSid="CA1", **CALLER).status_code == 403
+    # the logger and words the deployment guide tells operators to alert on
+    assert [r.name for r in caplog.records] == ["ivr.security"]
+    assert caplog.records[0].getMessage().startswith("rejected unsigned or badly signed request")
     bad = twilio.client.post(path, data={"CallSid": "CA1"}, headers={"X-Twilio-Signature": "Zm9v"})
     assert bad.status_code == 403
 
