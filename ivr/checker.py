@@ -57,6 +57,11 @@ def check_flow(flow: Flow) -> list[Problem]:
             if not silent:
                 at(node, f"menu '{node.id}' has no way out when the caller says nothing: set "
                    "no_input.goto, or settings.escape for the whole flow", code="silent-menu")
+            elif _leads_back(flow, silent, node.id) and node.no_input.goto is None:
+                at(node, f"menu '{node.id}' sends a silent caller back to itself through "
+                   f"settings.escape ('{silent}'), where the retries start again: they would hear it "
+                   "forever. Point settings.escape at a person, or give this menu a no_input.goto "
+                   "that leads out", code="silent-menu")
             elif _leads_back(flow, silent, node.id):
                 at(node, f"menu '{node.id}' sends a silent caller back to itself, where the retries "
                    "start again: they would hear it forever. Leave no_input.goto out to ask again "
