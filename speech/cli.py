@@ -35,7 +35,8 @@ def _load(intents_file: str) -> dict:
     "intents_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML or JSON file mapping each intent to its phrases (or {phrases, keywords}).",
+    help="A flow file (its intents), or a YAML or JSON file mapping each intent to its "
+    "phrases (or {phrases, keywords}).",
 )
 @click.option(
     "--cases",
@@ -105,6 +106,7 @@ def eval_command(
     "intents_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
+    help="A flow file (its intents), or a YAML or JSON file of intents.",
 )
 @click.argument("utterances", nargs=-1)
 def try_command(intents_file: str, utterances: tuple[str, ...]) -> None:
@@ -113,6 +115,8 @@ def try_command(intents_file: str, utterances: tuple[str, ...]) -> None:
     lines = utterances or tuple(line.rstrip("\n") for line in sys.stdin)
     for text in lines:
         if not text.strip():
+            if utterances:  # asked for by name: say what silence does
+                click.echo(f"{text!r} -> fallback  (nothing said: the menu's no_input applies)")
             continue
         m = matcher.match(text)
         verdict = m.intent or "fallback"

@@ -33,7 +33,8 @@ __all__ = ["evaluate", "load_cases", "load_intents", "percentile"]
 
 
 def load_intents(path: str | Path) -> dict[str, IntentSpec]:
-    """Read an intents file (YAML or JSON): a mapping of intent name to phrases."""
+    """Read an intents file (YAML or JSON): a mapping of intent name to phrases; or a flow
+    file, whose `intents` are taken."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     try:
@@ -45,6 +46,10 @@ def load_intents(path: str | Path) -> dict[str, IntentSpec]:
             data = YAML(typ="safe").load(text)
     except Exception as exc:  # noqa: BLE001 - parse errors of either library
         raise ValueError(f"{path}: cannot parse intents: {exc}") from exc
+    if isinstance(data, dict) and "nodes" in data:  # a flow: measure the intents it declares
+        data = data.get("intents")
+        if not data:
+            raise ValueError(f"{path}: this flow declares no intents")
     try:
         return parse_intents(data)
     except ValueError as exc:

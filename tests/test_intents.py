@@ -326,6 +326,21 @@ def test_eval_command_table_and_errors(tmp_path: Path) -> None:
 
 
 @needs_model
+def test_try_reads_a_flow_file_and_says_what_silence_does(tmp_path: Path) -> None:
+    """An operator measures the intents where they wrote them: in the flow."""
+    flow = Path(__file__).parent.parent / "flows" / "support.yaml"
+    result = CliRunner().invoke(intents_cli, ["try", "--intents", str(flow), "I was charged twice", ""])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("'I was charged twice' -> billing")
+    assert lines[1].startswith("'' -> fallback")
+    empty = tmp_path / "no-intents.yaml"
+    empty.write_text("id: quiet\nnodes:\n  bye: {hangup: Bye.}\n")
+    result = CliRunner().invoke(intents_cli, ["try", "--intents", str(empty), "hello"])
+    assert result.exit_code != 0 and "this flow declares no intents" in result.output
+
+
+@needs_model
 def test_eval_command_json_default_matcher(tmp_path: Path) -> None:
     intents_file, cases_file = _write_set(tmp_path)
     args = ["eval", "--intents", str(intents_file), "--cases", str(cases_file), "--json"]
