@@ -286,9 +286,15 @@ def _load_or_exit(path: str):
 
     p = Path(path)
     if not p.exists():
-        matches = [f for f in flow_files(_config().flows_dir) if f.stem == path]
+        folder = _config().flows_dir
+        files = flow_files(folder)
+        matches = [f for f in files if f.stem == path]
         if not matches:
-            raise click.UsageError(f"no flow file '{path}'")
+            from .errors import suggest
+
+            names = [f.stem for f in files]
+            raise click.UsageError(f"no flow file '{path}' and no flow '{path}' in {folder}/"
+                                   f"{suggest(path, names)}; flows there: {', '.join(names) or 'none'}")
         p = matches[0]
     try:
         return load_flow(p)
@@ -335,6 +341,11 @@ def simulate(flow: str, from_number: str, to_number: str | None, at: str | None)
         except ValueError:
             raise click.BadParameter(f"'{at}' is not a date and time", param_hint="--at") from None
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    from .phone import is_withheld, normalize
+
+    if not is_withheld(from_number) and normalize(from_number, region) is None:
+        click.echo(f"note: '{from_number}' is not a phone number: the caller is unknown, with no "
+                   "number to call back, as Twilio's invalid numbers are", err=True)
     call = SimulatedCall(target, from_number, flows=flows_by_id, now=now, directory=directory,
                          match=default_matcher(), to_number=to_number, region=region)
     sys.exit(interactive(call))

@@ -37,6 +37,7 @@ from .yamlsource import Source, parse
 INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "no_answer", "queue_wait")
 CHECKS = ("hears", "not_hears", "at", "reaches", "not_reaches", "outcome", "intent", "vars",
           "known_caller", "callback")
+OUTCOMES = ("completed", "transferred", "queued", "callback", "voicemail", "abandoned", "failed")
 TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "steps")
 
 
@@ -203,10 +204,25 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
             call.send(_event(kind, value, call, src, sp))
             heard = call.last_heard
         elif kind in CHECKS:
+            _check_names(kind, value, flows or {flow.id: flow}, src, sp + (kind,))
             _check(kind, value, call, heard, line)
         else:
             raise FlowError([src.problem(sp, f"unknown step '{kind}'{suggest(kind, INPUTS + CHECKS)}",
                                          key=True)])
+
+
+def _check_names(kind: str, value: Any, flows: dict, src: Source, path: tuple) -> None:
+    """A check that names a node or an outcome that cannot exist is a mistake in the test, not
+    a failing flow: say so with the name meant."""
+    if kind in ("at", "reaches", "not_reaches"):
+        nodes = {node for f in flows.values() for node in f.nodes}
+        for want in value if isinstance(value, list) else [value]:
+            if want not in nodes:
+                raise FlowError([src.problem(path, f"there is no node '{want}' in the flows"
+                                             f"{suggest(str(want), nodes)}")])
+    elif kind == "outcome" and value not in OUTCOMES:
+        raise FlowError([src.problem(path, f"'{value}' is not an outcome{suggest(str(value), OUTCOMES)}; "
+                                     f"outcomes: {', '.join(OUTCOMES)}")])
 
 
 def _estimate(value: Any, src: Source, path: tuple):

@@ -160,3 +160,33 @@ tests:
 """)
     res = run_file(path)
     assert res.ok, [str(f.message) for f in res.failed] + [str(p) for p in res.problems]
+
+
+def test_a_check_naming_no_node_or_outcome_is_a_mistake_in_the_test(tmp_path):
+    """`reaches: biling_queue` could only ever fail, or pass as `not_reaches`: it is an error
+    in the test file with the name meant, as is an outcome that does not exist."""
+    path = write(tmp_path, """flow: support
+at: 2026-11-24T15:00:00Z
+tests:
+  - name: misspelt node
+    steps:
+      - press: 1
+      - not_reaches: biling_queue
+""")
+    res = run_file(path)
+    assert not res.ok and "x.test.yaml:7:22" in str(res.problems[0])
+    assert "there is no node 'biling_queue' in the flows (did you mean 'billing_queue'?)" in str(res.problems[0])
+    path.write_text(path.read_text().replace("not_reaches: biling_queue", "outcome: queud"))
+    res = run_file(path)
+    assert "'queud' is not an outcome (did you mean 'queued'?)" in str(res.problems[0])
+
+
+def test_simulate_names_the_flow_meant_and_says_when_a_caller_number_is_not_one():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["simulate", "suport"], env={"IVR_FLOWS_DIR": str(FLOWS)})
+    assert result.exit_code == 2
+    assert "no flow 'suport'" in result.output and "(did you mean 'support'?)" in result.output
+    result = runner.invoke(cli, ["simulate", "support", "--from", "hello", "--at", "2026-11-24T15:00:00Z"],
+                           input="\n", env={"IVR_FLOWS_DIR": str(FLOWS)})
+    assert result.exit_code == 0, result.output
+    assert "note: 'hello' is not a phone number" in result.output + result.stderr
