@@ -175,7 +175,8 @@ tests:
 """)
     res = run_file(path)
     assert not res.ok and "x.test.yaml:7:22" in str(res.problems[0])
-    assert "there is no node 'biling_queue' in the flows (did you mean 'billing_queue'?)" in str(res.problems[0])
+    problem = str(res.problems[0])
+    assert "there is no node 'biling_queue' in the flows (did you mean 'billing_queue'?)" in problem
     path.write_text(path.read_text().replace("not_reaches: biling_queue", "outcome: queud"))
     res = run_file(path)
     assert "'queud' is not an outcome (did you mean 'queued'?)" in str(res.problems[0])
