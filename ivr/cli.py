@@ -144,6 +144,13 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
                                "problems": [p.as_dict() for p in cross]}, indent=2))
         sys.exit(1 if errors else 0)
 
+    # Said under the file they are about, and counted in its line (JSON keeps them apart).
+    by_file = {e["file"]: e for e in report}
+    for p in cross:
+        if p.file in by_file:
+            by_file[p.file]["problems"].append(p)
+            by_file[p.file]["ok"] = by_file[p.file]["ok"] and p.severity != "error"
+    cross = [p for p in cross if p.file not in by_file]
     for e in report:
         n_err = sum(1 for p in e["problems"] if p.severity == "error")
         n_warn = len(e["problems"]) - n_err

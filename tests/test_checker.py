@@ -110,6 +110,8 @@ def test_numbers_claimed_twice_is_an_error(tmp_path):
     result = CliRunner().invoke(cli, ["flows", "check", str(tmp_path)])
     assert result.exit_code == 1
     assert "+14155550199 is already answered by flow 'a'" in result.output
+    # said under the file, and counted in its summary line
+    assert f"{tmp_path / 'b.yaml'}: FAILED (1 error, 0 warnings)\n  {tmp_path / 'b.yaml'}:2:" in result.output
 
 
 def test_diagrams_show_every_edge():
