@@ -60,10 +60,17 @@ def names_read(text: str, root: str) -> list[str]:
     except TemplateSyntaxError:
         return []
     names = []
+    called = {}  # `caller.get('plan')`: a method of the mapping, reading its first argument
+    for call in tree.find_all(nodes.Call):
+        called[id(call.node)] = call
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(node.node, nodes.Name) and node.node.name == root:
             if isinstance(node, nodes.Getattr):
-                names.append(node.attr)
+                call = called.get(id(node))
+                if call is None:
+                    names.append(node.attr)
+                elif node.attr == "get" and call.args and isinstance(call.args[0], nodes.Const):
+                    names.append(str(call.args[0].value))
             elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 names.append(node.arg.value)
     return names

@@ -250,3 +250,13 @@ def test_the_agents_file_named_with_the_flows_is_skipped_not_failed():
     assert result.exit_code == 0, result.output
     assert "agents.yaml: skipped, the agents file is not a flow" in result.output + result.stderr
     assert "support.yaml: OK" in result.output
+
+
+def test_caller_methods_are_not_columns_but_what_get_reads_is(tmp_path):
+    (tmp_path / "customers.csv").write_text(CSV)
+    (tmp_path / "m.yaml").write_text(
+        "id: m\ndirectory: customers.csv\nnodes:\n  bye:\n    hangup: \"{{ caller.get('plna', 'basic') }}"
+        "{% for k, v in caller.items() %}{{ k }}{% endfor %}{{ caller.first_name.upper() }}\"\n")
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "m.yaml")])
+    found = [line for line in result.output.splitlines() if "no column" in line]
+    assert len(found) == 1 and "no column 'plna' (did you mean 'plan'?)" in found[0], result.output
