@@ -22,12 +22,15 @@ def _end_worker(server: Any, worker: Any) -> None:
     exit handlers. onnxruntime's (the intent model, loaded in the master and inherited across
     the fork) wait for threads that only the master had: the worker aborted (SIGABRT) or hung
     until the graceful timeout on every stop and restart. Nothing of ours needs them: the
-    step log waits in Redis for the next recorder, and the logs are flushed here."""
+    recorder is stopped first (what it has not stored waits in Redis for the next one), and
+    the logs are flushed here."""
     import sys
 
+    if os.getpid() != getattr(worker, "pid", None):
+        return  # gunicorn's master calls it too, for a worker already gone: not ours to end
     svc = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("ivr")
     if svc is not None and getattr(svc, "_recorder_stop", None) is not None:
-        svc.stop()
+        svc.stop(wait_s=3)  # its batch stored and its lease given up for the next recorder
     error = sys.exc_info()[1]  # gunicorn calls this while the worker's SystemExit unwinds
     code = error.code if isinstance(error, SystemExit) else (1 if error else 0)
     logging.shutdown()

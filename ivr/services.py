@@ -122,6 +122,7 @@ class Services:
         self._vosk_missing: set[str] = set()
         self._recorder_pid: int | None = None
         self._recorder_stop = threading.Event()
+        self._recorder_thread: threading.Thread | None = None
 
     # The SQL store is opened lazily: answering a call never needs it.
     @property
@@ -210,9 +211,15 @@ class Services:
                                self._recorder_stop),
             name="ivr-recorder", daemon=True)
         thread.start()
+        self._recorder_thread = thread
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.0) -> None:
+        """End this process's recorder; wait up to `wait_s` for it to store its batch and give
+        up the lease, so another process takes over at once rather than when it expires."""
         self._recorder_stop.set()
+        thread = self._recorder_thread
+        if wait_s and thread is not None and thread.is_alive():
+            thread.join(wait_s)
 
     def before_fork(self) -> None:
         """Ready to be forked into worker processes (gunicorn's preloaded app): the intent

@@ -193,10 +193,23 @@ def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tm
         finally:
             if proc.poll() is None:
                 proc.kill()
+    # the recorder gave up its lease on the way out: the next server records at once
+    assert redis.Redis.from_url(redis_url).keys("ivr:recorder:leader:*") == []
     text = log.read_text()
     assert text.count("Worker exiting") == 3, text[-2000:]
     for sign_of_a_crash in ("SIGABRT", "terminate called", "Traceback", "was sent SIGKILL"):
         assert sign_of_a_crash not in text, text[-2000:]
+
+
+def test_the_worker_exit_hook_leaves_the_master_running():
+    """gunicorn's master also calls worker_exit, for a worker that is already gone: the hook
+    ends only the worker's own process."""
+    import os
+    from types import SimpleNamespace
+
+    from ivr.server import _end_worker
+
+    _end_worker(None, SimpleNamespace(pid=os.getpid() + 1, wsgi=None))  # returns: still here
 
 
 def test_bad_settings_are_named_at_start_not_a_traceback(tmp_path):
