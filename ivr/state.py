@@ -113,6 +113,9 @@ class LockLost(Exception):
     """This request took so long that its lock expired and another request for the call ran."""
 
 
+IDLE_S = 10.0  # a connection unused this long may have been dropped on the way without a word
+
+
 class Scripts:
     """Lua scripts run on one connection per thread (and process), made like the client's own.
 
@@ -126,9 +129,11 @@ class Scripts:
         pool = client.connection_pool
         self._new = lambda: pool.connection_class(**pool.connection_kwargs)
         timeout = pool.connection_kwargs.get("socket_timeout")
-        # A script that failed sooner than this lost its connection and is sent again; one
-        # that failed later timed out: Redis is not answering, and a second wait would keep
-        # the caller past Twilio's 15 s before the fail-safe answer.
+        # A script that failed sooner than this lost its connection and is sent again. One
+        # that failed later timed out: on a connection idle for IDLE_S or more, a firewall or
+        # NAT may have dropped it without a word, so it is sent once more on a new one; on a
+        # busy connection Redis is not answering, and a second wait would keep the caller
+        # past Twilio's 15 s before the fail-safe answer.
         self._resend_within = timeout / 2 if timeout else float("inf")
         self._local = threading.local()
         self._shas: dict[str, str] = {}
@@ -148,23 +153,28 @@ class Scripts:
             _kernel_timeouts(conn)
             self._local.conn = conn
             self._local.pid = os.getpid()
+            self._local.used = time.monotonic()
         return conn
 
     def run(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         for attempt in (1, 2):
             conn = self._connection()
             sent = time.monotonic()
+            idle = sent - self._local.used
             try:
                 try:
                     conn.send_packed_command([_pack("EVALSHA", sha, len(keys), *keys, *args)])
-                    return conn.read_response()
+                    reply = conn.read_response()
                 except NoScriptError:  # a restarted or flushed Redis: send the script itself
                     conn.send_packed_command([_pack("EVAL", self._shas[sha], len(keys), *keys, *args)])
-                    return conn.read_response()
+                    reply = conn.read_response()
+                self._local.used = time.monotonic()
+                return reply
             except (ConnectionError, TimeoutError, OSError) as exc:
                 conn.disconnect()
                 self._local.conn = None
-                if attempt == 2 or time.monotonic() - sent >= self._resend_within:
+                timed_out = time.monotonic() - sent >= self._resend_within
+                if attempt == 2 or (timed_out and idle < IDLE_S):
                     if isinstance(exc, ConnectionError | TimeoutError):
                         raise
                     raise ConnectionError(f"call state: {exc}") from exc

@@ -661,6 +661,59 @@ def test_a_redis_that_stops_answering_fails_the_step_within_the_socket_timeout(t
         server.kill()
 
 
+def test_an_idle_connection_dropped_on_the_way_is_replaced_not_failed(redis_url):
+    """A firewall or NAT that forgets an idle connection drops what is sent on it without a
+    word: the script times out, and is sent again on a new connection (only when the old one
+    sat idle; a busy one that times out means Redis itself is not answering)."""
+    import socket
+    import threading
+
+    import redis as redis_lib
+
+    from ivr.state import CallStates
+
+    swallowed: set[int] = set()  # connections whose traffic now goes nowhere
+    opened: list[int] = []
+
+    def pipe(src, dst, n):
+        try:
+            while data := src.recv(65536):
+                if n not in swallowed:
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+
+    def accept():
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection((host, int(port)))
+            opened.append(len(opened) + 1)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b, opened[-1]), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    db, proxy_port = redis_url.rsplit("/", 1)[1], listener.getsockname()[1]
+    calls = CallStates(redis_lib.Redis.from_url(f"redis://127.0.0.1:{proxy_port}/{db}", socket_timeout=0.5))
+
+    def webhook(n):
+        with calls.lock("CAIDLE"):
+            calls.save("CAIDLE", {"n": n}, [], n, "<Response/>")
+
+    def dropped_while_idle():
+        webhook(1)
+        swallowed.update(opened)
+        calls.scripts._local.used -= 60  # as after a minute without a call on this thread
+        webhook(2)
+
+    error, seconds = _run_for_at_most(5, dropped_while_idle)
+    assert error is None, error
+    assert 0.5 <= seconds < 1.5 and len(opened) == 2  # one wait, then a new connection
+    assert calls.load("CAIDLE")[:2] == ({"n": 2}, 2)
+
+
 def test_call_state_scripts_can_be_sent_twice(redis_url):
     """A script whose reply was lost with its connection is sent again: taking the lock again
     with the same token succeeds, and saving again stores the step (and its log) once."""
