@@ -60,6 +60,7 @@ class FlowRegistry:
         self._loaded: dict[str, _Loaded] = {}  # by file path
         self._refused: dict[str, str] = {}  # new files that failed: the errors last logged
         self._cross_said: set[str] = set()  # problems between flows, logged when they appear
+        self._numbers: Mapping[str, str] = MappingProxyType({})  # E.164 -> id of the flow answering
         self._checked = 0.0
         self._flows: Mapping[str, Flow] = MappingProxyType({})
         self.last_report = LoadReport()
@@ -71,6 +72,7 @@ class FlowRegistry:
         """Load new and changed files; keep the last good version of any that fail."""
         report = LoadReport()
         with self._lock:
+            loaded_now: set[str] = set()
             for path in flow_files(self.folder):
                 key = str(path)
                 try:
@@ -83,13 +85,15 @@ class FlowRegistry:
                 try:
                     flow = load_flow(path)
                     self._unique_id(flow, key)
-                    self._unique_numbers(flow, key)
+                    self._unique_numbers(flow, key, loaded_now)
                     directory = self._directory(flow, path)
                 except FlowError as exc:
                     report.failed[key] = exc.problems
                     kept = f"; still serving the version loaded before ({old.flow.digest})" if old else ""
                     errors = "\n".join(str(p) for p in exc.errors)
-                    if old:  # don't retry the same broken bytes every second
+                    # A number another file holds may be freed by that file's next save: tried
+                    # again at each check. Other faults are in these bytes: not retried.
+                    if old and any(p.code != "dup-number" for p in exc.errors):
                         old.mtime, old.size = st.st_mtime, st.st_size
                     elif self._refused.get(key) == errors:
                         continue  # a new file still refused for the same reasons: said already
@@ -104,6 +108,7 @@ class FlowRegistry:
                     del self._loaded[gone]
                     log.warning("flow '%s' now comes from %s (%s is gone)", flow.id, key, gone)
                 self._loaded[key] = _Loaded(flow, st.st_mtime, st.st_size, directory)
+                loaded_now.add(key)
                 report.loaded.append(flow.id)
                 if old:
                     log.warning("reloaded flow '%s' from %s (version %s)", flow.id, key, flow.digest)
@@ -121,12 +126,15 @@ class FlowRegistry:
                 raise FlowError([Problem(key, 1, 1, f"flow id '{flow.id}' is already used by "
                                          f"{other_key}; give each flow its own 'id'", code="dup-id")])
 
-    def _unique_numbers(self, flow: Flow, key: str) -> None:
-        """A number answered by a loaded flow is not taken over by another file: which of the
-        two would answer must never depend on the order files happen to load in."""
+    def _unique_numbers(self, flow: Flow, key: str, loaded_now: set[str]) -> None:
+        """A running server does not hand a number a flow answers to another file saved later:
+        such a file is refused (and tried again at each check, as the other file may give the
+        number up). Files loaded in the same pass (all of them at start) are not refused for
+        it: the first by name answers, and the clash is logged (see `_index_numbers`)."""
         mine = {e164: i for i, n in enumerate(flow.numbers) if (e164 := normalize(n, self.default_region))}
         for other_key, other in self._loaded.items():
-            if other_key == key or other.flow.id == flow.id or not Path(other_key).exists():
+            if (other_key == key or other_key in loaded_now or other.flow.id == flow.id
+                    or not Path(other_key).exists()):
                 continue
             for number in other.flow.numbers:
                 e164 = normalize(number, self.default_region)
@@ -148,9 +156,32 @@ class FlowRegistry:
             log.warning("%s", problem)
         return directory
 
+    def _index_numbers(self) -> list[str]:
+        """Which flow answers each number: flows whose file is still there before those whose
+        file is gone, then by file name; each number to its first claimant. Returns the clashes."""
+        numbers: dict[str, str] = {}
+        where: dict[str, str] = {}
+        clashes = []
+        for key, item in sorted(self._loaded.items(), key=lambda kv: (not Path(kv[0]).exists(), kv[0])):
+            for number in item.flow.numbers:
+                e164 = normalize(number, self.default_region)
+                if not e164:
+                    continue
+                owner = numbers.setdefault(e164, item.flow.id)
+                where.setdefault(e164, key)
+                if owner != item.flow.id and not Path(key).exists():
+                    clashes.append(f"flow '{item.flow.id}' ({key}, file gone) no longer answers "
+                                   f"{e164}: flow '{owner}' ({where[e164]}) does")
+                elif owner != item.flow.id:
+                    clashes.append(f"{e164} is listed by flow '{owner}' ({where[e164]}) and by flow "
+                                   f"'{item.flow.id}' ({key}); '{owner}' answers it. A number can "
+                                   "have only one flow: fix this before the next restart")
+        self._numbers = MappingProxyType(numbers)
+        return clashes
+
     def _cross_check(self, report: LoadReport) -> None:
         flows = self._by_id()
-        problems = []
+        problems = self._index_numbers()
         for item in self._loaded.values():
             for node in item.flow.nodes.values():
                 target = getattr(node, "flow", None)
@@ -164,7 +195,7 @@ class FlowRegistry:
                                     "will use the built-in greeting")
         for problem in problems:
             if problem not in self._cross_said:  # said once, not at every check of the folder
-                log.error("%s", problem)
+                log.log(logging.WARNING if "file gone" in problem else logging.ERROR, "%s", problem)
         self._cross_said = set(problems)
 
     def maybe_reload(self) -> None:
@@ -203,10 +234,8 @@ class FlowRegistry:
         """The flow that answers calls to `to_number`, else the default flow."""
         flows = self.flows
         to = normalize(to_number, self.default_region) if to_number else None
-        if to:
-            for flow in flows.values():
-                if any(normalize(n, self.default_region) == to for n in flow.numbers):
-                    return flow
+        if to and to in self._numbers and self._numbers[to] in flows:
+            return flows[self._numbers[to]]
         if self.default_flow and self.default_flow in flows:
             return flows[self.default_flow]
         defaults = [f for f in flows.values() if f.default]

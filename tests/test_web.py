@@ -371,6 +371,55 @@ def test_a_new_flow_never_takes_over_a_number_another_flow_answers(app, twilio, 
     assert caplog.text.count("goes to flow 'nosuchflow', which is not loaded") == 1
 
 
+def _numbered_flow(folder, name: str, flow_id: str, *numbers: str) -> None:
+    listed = ", ".join(f'"{n}"' for n in numbers)
+    (folder / name).write_text(f"id: {flow_id}\nnumbers: [{listed}]\nnodes:\n  hi: {{hangup: {flow_id}.}}\n")
+
+
+def test_a_number_moved_between_files_reaches_its_new_flow(tmp_path):
+    """Saved in either order, a number moved from one file to another ends with the file that
+    now lists it: the refused file is tried again once the other gives the number up."""
+    from ivr.registry import FlowRegistry
+
+    _numbered_flow(tmp_path, "billing.yaml", "billing", "+15005550007")
+    _numbered_flow(tmp_path, "support.yaml", "support", "+15005550006")
+    registry = FlowRegistry(tmp_path, interval=0)
+    _numbered_flow(tmp_path, "billing.yaml", "billing", "+15005550007", "+15005550006")
+    registry.reload()
+    assert registry.for_number("+15005550006").id == "support"  # still listed there: refused
+    time.sleep(0.01)
+    _numbered_flow(tmp_path, "support.yaml", "support", "+15005550008")
+    registry.reload()  # support gives it up; billing, refused before, is tried again
+    registry.reload()
+    assert registry.for_number("+15005550006").id == "billing"
+    assert registry.for_number("+15005550007").id == "billing"
+
+
+def test_a_restart_with_two_files_claiming_a_number_keeps_both_flows(tmp_path, caplog):
+    from ivr.registry import FlowRegistry
+
+    _numbered_flow(tmp_path, "billing.yaml", "billing", "+15005550006", "+15005550007")
+    _numbered_flow(tmp_path, "support.yaml", "support", "+15005550006", "+15005550008")
+    with caplog.at_level(logging.ERROR, logger="ivr.flows"):
+        registry = FlowRegistry(tmp_path)
+    assert set(registry.flows) == {"billing", "support"}  # neither flow is dropped whole
+    assert registry.for_number("+15005550006").id == "billing"  # the first by file name
+    assert registry.for_number("+15005550008").id == "support"
+    assert "+15005550006 is listed by flow 'billing'" in caplog.text
+
+
+def test_a_new_file_takes_a_number_from_a_deleted_file(tmp_path):
+    from ivr.registry import FlowRegistry
+
+    _numbered_flow(tmp_path, "support.yaml", "support", "+15005550006")
+    registry = FlowRegistry(tmp_path, interval=0)
+    (tmp_path / "support.yaml").unlink()  # the deleted flow keeps serving until a restart...
+    assert registry.for_number("+15005550006").id == "support"
+    _numbered_flow(tmp_path, "support-v2.yaml", "support2", "+15005550006")
+    registry.reload()
+    assert registry.for_number("+15005550006").id == "support2"  # ...but gives way to a new file
+
+
 def test_a_renamed_flow_file_keeps_being_served_and_reloaded(app, twilio, flows_dir, caplog):
     registry = app.extensions["ivr"].registry
     registry.interval = 0
