@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from speech.evaluate import evaluate, load_cases, load_intents
+from speech.evaluate import evaluate, load_cases, load_intents_and_language
 from speech.intents import CONFIRM_BELOW, REJECT_BELOW, build_matcher
 
 __all__ = ["intents"]
@@ -22,11 +22,21 @@ def intents() -> None:
     """Speech intents: measure how well an intent set routes what callers say."""
 
 
-def _load(intents_file: str) -> dict:
+def _load_with_language(intents_file: str) -> tuple[dict, str | None]:
     try:
-        return load_intents(intents_file)
+        return load_intents_and_language(intents_file)
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _live_kind(language: str | None, kind: str) -> str:
+    """The matcher live calls of this flow use: keyword-only outside English (the meaning
+    model is English; see ivr.services.intent_matcher)."""
+    if language and not language.lower().startswith("en") and kind == "default":
+        click.echo(f"note: a {language} flow matches exact phrases and keywords only on live calls; "
+                   "measuring that", err=True)
+        return "keyword"
+    return kind
 
 
 @intents.command(name="eval")
@@ -75,7 +85,8 @@ def eval_command(
     confirm_below: float | None,
 ) -> None:
     """Route every case and report accuracy, false accepts/rejects and latency."""
-    specs = _load(intents_file)
+    specs, language = _load_with_language(intents_file)
+    kind = _live_kind(language, kind)
     try:
         cases = load_cases(cases_file)
     except (OSError, ValueError) as exc:
@@ -111,7 +122,8 @@ def eval_command(
 @click.argument("utterances", nargs=-1)
 def try_command(intents_file: str, utterances: tuple[str, ...]) -> None:
     """Show what the matcher makes of UTTERANCES (or of lines on standard input)."""
-    matcher = build_matcher(_load(intents_file))
+    specs, language = _load_with_language(intents_file)
+    matcher = build_matcher(specs, _live_kind(language, "default"))
     lines = utterances or tuple(line.rstrip("\n") for line in sys.stdin)
     for text in lines:
         if not text.strip():

@@ -29,12 +29,17 @@ from speech.intents import (
     parse_intents,
 )
 
-__all__ = ["evaluate", "load_cases", "load_intents", "percentile"]
+__all__ = ["evaluate", "load_cases", "load_intents", "load_intents_and_language", "percentile"]
 
 
 def load_intents(path: str | Path) -> dict[str, IntentSpec]:
     """Read an intents file (YAML or JSON): a mapping of intent name to phrases; or a flow
     file, whose `intents` are taken."""
+    return load_intents_and_language(path)[0]
+
+
+def load_intents_and_language(path: str | Path) -> tuple[dict[str, IntentSpec], str | None]:
+    """`load_intents`, with the flow's language when the file is a flow (None otherwise)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     try:
@@ -46,12 +51,14 @@ def load_intents(path: str | Path) -> dict[str, IntentSpec]:
             data = YAML(typ="safe").load(text)
     except Exception as exc:  # noqa: BLE001 - parse errors of either library
         raise ValueError(f"{path}: cannot parse intents: {exc}") from exc
+    language = None
     if isinstance(data, dict) and "nodes" in data:  # a flow: measure the intents it declares
+        language = str(data.get("language") or "en-US")
         data = data.get("intents")
         if not data:
             raise ValueError(f"{path}: this flow declares no intents")
     try:
-        return parse_intents(data)
+        return parse_intents(data), language
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 

@@ -340,6 +340,20 @@ def test_try_reads_a_flow_file_and_says_what_silence_does(tmp_path: Path) -> Non
     assert result.exit_code != 0 and "this flow declares no intents" in result.output
 
 
+def test_try_on_a_flow_in_another_language_matches_as_its_live_calls_do(tmp_path: Path) -> None:
+    """Live calls of a non-English flow match exact phrases and keywords only (the meaning
+    model is English): measuring the flow must measure that, not the embedding."""
+    flow = tmp_path / "es.yaml"
+    flow.write_text("id: es\nlanguage: es-ES\nintents:\n  pedidos:\n    keywords: [pedido]\n"
+                    "    phrases: ['donde esta mi pedido']\nnodes:\n  bye: {hangup: Adios.}\n")
+    result = CliRunner().invoke(intents_cli, ["try", "--intents", str(flow), "mi paquete no llego",
+                                              "el pedido"])
+    assert result.exit_code == 0, result.output
+    assert "'mi paquete no llego' -> fallback" in result.output
+    assert "'el pedido' -> pedidos" in result.output
+    assert "matches exact phrases and keywords only" in result.output + result.stderr
+
+
 @needs_model
 def test_eval_command_json_default_matcher(tmp_path: Path) -> None:
     intents_file, cases_file = _write_set(tmp_path)
