@@ -33,12 +33,12 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr import reports  # noqa: E402
-from ivr.dashboard import charts  # noqa: E402
-from ivr.demo import DemoGenerator  # noqa: E402
-from ivr.registry import FlowRegistry  # noqa: E402
-from ivr.services import Matchers  # noqa: E402
-from ivr.store import Store, database_url, steps  # noqa: E402
+from ivr.calllog import reports  # noqa: E402
+from ivr.calllog.store import Store, database_url, steps  # noqa: E402
+from ivr.cli.demo import DemoGenerator  # noqa: E402
+from ivr.flows.intents import Matchers  # noqa: E402
+from ivr.flows.registry import FlowRegistry  # noqa: E402
+from ivr.web.dashboard import charts  # noqa: E402
 
 STEPS_PER_CALL = 9.0  # about what the support flow's calls log, to size the period
 

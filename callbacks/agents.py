@@ -27,8 +27,8 @@ from typing import Any
 import redis as redis_lib
 
 from ivr.errors import FlowError, Problem, suggest
+from ivr.flows.yamlsource import Source, parse
 from ivr.phone import normalize
-from ivr.yamlsource import Source, parse
 
 from . import keys
 

@@ -28,7 +28,7 @@ def _config() -> Config:
 
 
 def _runtime() -> Runtime:
-    from ivr.worker import redis_for
+    from ivr.runtime.connections import redis_for
 
     cfg = _config()
     return Runtime(cfg, redis_for(cfg))
@@ -171,7 +171,7 @@ def callbacks_cancel(callback_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def callbacks_report(hours: float, as_json: bool) -> None:
     """How many callbacks were kept and how long callers waited for them (from the SQL log)."""
-    from ivr.store import Store
+    from ivr.calllog.store import Store
 
     store = Store(_config().effective_database_url)
     store.migrate()

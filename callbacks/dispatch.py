@@ -58,7 +58,7 @@ def runtime() -> Runtime:
     """This worker's Runtime (inherited by rq's forked work horses)."""
     global _runtime
     if _runtime is None:
-        from ivr.worker import redis_for
+        from ivr.runtime.connections import redis_for
 
         config = Config.from_env()
         _runtime = Runtime(config, redis_for(config))

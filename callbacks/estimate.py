@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ivr.engine import Estimate
+from ivr.engine.runner import Estimate
 
 from . import keys
 from .agents import Agents
@@ -107,8 +107,8 @@ def handling_times(store: Any, now: datetime | None = None) -> dict[str, list[fl
     """
     import sqlalchemy as sa
 
-    from ivr.store import callbacks as callbacks_table
-    from ivr.store import steps
+    from ivr.calllog.store import callbacks as callbacks_table
+    from ivr.calllog.store import steps
 
     now = now or datetime.now(UTC)
     since = now - WINDOW

@@ -21,7 +21,7 @@ ACTIVE = "ivr:cb:active"
 RECENT = "ivr:cb:recent"
 LINES = "ivr:lines"
 SWEEP = "ivr:cb:sweep"
-LOG_STREAM = "ivr:log"  # the step log stream (ivr.recorder.STREAM): callback records go there too
+LOG_STREAM = "ivr:log"  # the step log stream (ivr.calllog.recorder.STREAM): callback records go there too
 
 
 def callback(callback_id: str) -> str:

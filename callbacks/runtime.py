@@ -30,7 +30,7 @@ class Runtime:
         """Twilio's REST client, with a timeout well inside the dial grace period: a request
         still in flight when the watchdog looks would otherwise be dialled again."""
         if self._twilio is None:
-            from ivr.twilio_rest import client
+            from ivr.runtime.twilio_api import client
 
             self._twilio = client(self.config)
             self._twilio.http_client.timeout = max(1.0, min(15.0, self.config.callback_dial_grace / 2))
@@ -39,7 +39,7 @@ class Runtime:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from ivr.store import Store
+            from ivr.calllog.store import Store
 
             self._store = Store(self.config.effective_database_url)
         return self._store

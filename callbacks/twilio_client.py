@@ -1,6 +1,6 @@
 """Outbound callback calls through Twilio's REST API (`twilio` library).
 
-The client comes from `ivr.twilio_rest.client`, so TWILIO_API_BASE_URL points it at a
+The client comes from `ivr.runtime.twilio_api.client`, so TWILIO_API_BASE_URL points it at a
 stand-in. Calls are placed with answering-machine detection: Twilio asks the answer URL only
 after it has decided who answered (`AnsweredBy`), so a voicemail greeting never hears our
 greeting, and the call counts as a machine attempt.

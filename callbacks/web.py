@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from ivr import actions as A
-from ivr import events as E
-from ivr.loader import load_flow_text
-from ivr.model import Flow
+from ivr.engine import actions as A
+from ivr.engine import events as E
+from ivr.flows.loader import load_flow_text
+from ivr.flows.model import Flow
 from ivr.phone import spoken
 
 from . import estimate, keys, line, window

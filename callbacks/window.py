@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as number_zones
 
-from ivr.hours import BusinessHours, parse_hours
+from ivr.flows.hours import BusinessHours, parse_hours
 
 DEFAULT_HOURS = {"mon-sun": "08:00-21:00"}
 MAX_SPREAD = timedelta(hours=6)  # wider than this: the number says too little about where it is

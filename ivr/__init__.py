@@ -8,7 +8,7 @@ __all__ = ["create_app", "__version__"]
 
 
 def create_app(*args, **kwargs):
-    """Build the Flask app (see ivr.app.create_app)."""
-    from .app import create_app as _create_app
+    """Build the Flask app (see ivr.web.app.create_app)."""
+    from ivr.web.app import create_app as _create_app
 
     return _create_app(*args, **kwargs)

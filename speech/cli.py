@@ -31,7 +31,7 @@ def _load_with_language(intents_file: str) -> tuple[dict, str | None]:
 
 def _live_kind(language: str | None, kind: str) -> str:
     """The matcher live calls of this flow use: keyword-only outside English (the meaning
-    model is English; see ivr.services.intent_matcher)."""
+    model is English; see ivr.flows.intents.intent_matcher)."""
     if language and not language.lower().startswith("en") and kind == "default":
         click.echo(f"note: a {language} flow matches exact phrases and keywords only on live calls; "
                    "measuring that", err=True)

@@ -23,11 +23,85 @@ TOKEN = "test-auth-token-1234567890"
 PUBLIC = "https://ivr.example.test"
 REDIS_HOST = os.environ.get("IVR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("IVR_TEST_REDIS_PORT", "6379"))
-WEB_DB = 3  # a Redis database of its own, flushed around each web test
+CLAIM_KEY = "ivr-tests:claimed-by"
+
+# A database is this run's when it was empty, or held only by a run whose process is gone.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return 1 end
+if redis.call('DBSIZE') == 0 or (holder and ARGV[2] ~= '' and string.find(ARGV[2], holder, 1, true)) then
+  redis.call('FLUSHDB')
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+_EMPTY = "redis.call('FLUSHDB') redis.call('SET', KEYS[1], ARGV[1]) return 1"
 
 
 def sign(url: str, params: dict) -> str:
     return RequestValidator(TOKEN).compute_signature(url, params)
+
+
+class Databases:
+    """Redis databases of this test run's own: never one another run (or a person) is using.
+
+    A database is claimed only when it is empty, by a key naming this process; `empty` clears
+    one between tests and keeps the claim. Databases claimed by a run that died are taken back.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.claimed: dict[str, int] = {}
+
+    def _dead_holders(self, client: redis.Redis) -> str:
+        # claims of this machine's processes that are gone, as one string to search
+        dead = []
+        for db in range(1, 16):
+            holder = redis.Redis(self.host, self.port, db=db).get(CLAIM_KEY)
+            if holder:
+                host, pid, _ = holder.decode().split(":", 2)
+                if host == socket.gethostname() and not _alive(int(pid)):
+                    dead.append(holder.decode())
+        return "|".join(dead)
+
+    def url(self, name: str) -> str:
+        """The URL of this run's database for `name` (claimed on first use)."""
+        if name not in self.claimed:
+            dead = None
+            for db in range(1, 16):  # 0 is where people and other tools work by default
+                client = redis.Redis(self.host, self.port, db=db)
+                if db in self.claimed.values():
+                    continue
+                if dead is None:
+                    dead = self._dead_holders(client)
+                if client.eval(_CLAIM, 1, CLAIM_KEY, self.me, dead):
+                    self.claimed[name] = db
+                    break
+            else:
+                pytest.fail(f"no empty Redis database left at {self.host}:{self.port} for the tests")
+        return f"redis://{self.host}:{self.port}/{self.claimed[name]}"
+
+    def empty(self, name: str) -> str:
+        """This run's database for `name`, emptied."""
+        url = self.url(name)
+        redis.Redis.from_url(url).eval(_EMPTY, 1, CLAIM_KEY, self.me)
+        return url
+
+    def release(self) -> None:
+        for db in self.claimed.values():
+            redis.Redis(self.host, self.port, db=db).flushdb()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +113,19 @@ def redis_server() -> tuple[str, int]:
     return REDIS_HOST, REDIS_PORT
 
 
+@pytest.fixture(scope="session")
+def redis_dbs(redis_server) -> Databases:
+    dbs = Databases(*redis_server)
+    yield dbs
+    dbs.release()
+
+
 @pytest.fixture
-def redis_url(redis_server) -> str:
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{WEB_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def redis_url(redis_dbs) -> str:
+    """This run's web database, empty."""
+    url = redis_dbs.empty("web")
     yield url
-    client.flushdb()
+    redis_dbs.empty("web")
 
 
 @pytest.fixture
@@ -120,9 +200,9 @@ def open_hours(monkeypatch):
     opening hours, so a test of the menu does not hear the after-hours message at night."""
     from datetime import UTC, datetime
 
-    import ivr.services
+    import ivr.runtime.services
 
-    monkeypatch.setattr(ivr.services, "clock", lambda: datetime(2026, 11, 24, 15, 0, tzinfo=UTC))
+    monkeypatch.setattr(ivr.runtime.services, "clock", lambda: datetime(2026, 11, 24, 15, 0, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -155,16 +235,12 @@ def start_server(tmp_path):
 
 # -- callbacks (tests/test_callbacks_*.py; helpers in tests/cbutil.py) -----------------------
 
-CB_DB = 4  # the callback tests' own Redis database, flushed around each test
-
-
 @pytest.fixture
-def cb_redis_url(redis_server) -> str:
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{CB_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def cb_redis_url(redis_dbs) -> str:
+    """This run's callbacks database, empty."""
+    url = redis_dbs.empty("callbacks")
     yield url
-    client.flushdb()
+    redis_dbs.empty("callbacks")
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ivr import events as E
-from ivr.engine import Estimate
-from ivr.loader import load_flow
-from ivr.simulate import SimulatedCall, default_matcher, directory_for
-from ivr.store import Store, database_url
+from ivr.calllog.store import Store, database_url
+from ivr.engine import events as E
+from ivr.engine.runner import Estimate
+from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for
+from ivr.flows.loader import load_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -1,0 +1,229 @@
+"""Calls without a phone: drive the engine as a caller would, for the terminal simulator,
+the operators' flow tests and test calls.
+
+The same engine and the same intent matcher as real calls; only the telephony is pretend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from ivr.flows.directory import Directory, open_directory, unknown_context
+from ivr.flows.model import Flow
+from ivr.phone import normalize
+
+from . import actions as A
+from . import events as E
+from .runner import Context, Result, clock, run
+
+_ids = itertools.count(1)
+
+
+class SimulatedCall:
+    """One call driven by hand. Keeps what the caller heard and every node it went through."""
+
+    def __init__(self, flow: Flow, from_number: str | None, *, flows: Mapping[str, Flow] | None = None,
+                 now: datetime | None = None, directory: Directory | None = None,
+                 match: Callable | None = None, caller: dict | None = None,
+                 to_number: str | None = None, call_sid: str | None = None, region: str = "US",
+                 estimate: Callable | None = None, pending_callback: Callable | None = None):
+        self.flow = flow
+        self.flows = dict(flows or {flow.id: flow})
+        self.flows.setdefault(flow.id, flow)
+        self.now = now
+        self.region = region
+        self.raw_from = from_number
+        self.from_number = normalize(from_number, region)
+        self.to_number = to_number or (flow.numbers[0] if flow.numbers else None)
+        self.directory = directory
+        self.match = match
+        self.estimate = estimate  # queue -> Estimate: what a test says the wait is
+        self.pending_callback = pending_callback
+        self.call_sid = call_sid or f"SIM{next(_ids):08d}"
+        self.caller = caller if caller is not None else self._lookup()
+        self.state: dict | None = None
+        self.steps: list[dict] = []
+        self.results: list[Result] = []
+        self.ended: dict | None = None
+
+    def _lookup(self) -> dict:
+        if self.from_number and self.directory is not None:
+            found = self.directory.lookup(self.from_number)
+            if found:
+                return found.as_context()
+        return unknown_context(self.from_number)
+
+    def _context(self) -> Context:
+        def lookup(field: str, value: str) -> dict | None:
+            if self.directory is None:
+                return None
+            found = (self.directory.lookup(normalize(value, self.region) or "") if field == "phone"
+                     else self.directory.find(field, value))
+            return found.as_context() if found else None
+
+        return Context(now=self.now or clock(), flows=self.flows, lookup=lookup, match=self.match,
+                       estimate=self.estimate, pending_callback=self.pending_callback,
+                       region=self.region)
+
+    def send(self, event: E.Event) -> Result:
+        if isinstance(event, E.Digits):
+            event = self._as_twilio_sends(event)
+        flow = self.flows[self.state["flow"]] if self.state else self.flow
+        result = run(flow, self.state, event, self._context())
+        self.state = result.state
+        self.steps += result.steps
+        self.results.append(result)
+        if result.ended:
+            self.ended = result.ended
+        if (any(isinstance(a, A.LeaveQueue) for a in result.actions)
+                and (self.state.get("cb") or {}).get("phase") == "leaving"):
+            # The caller asked for a callback during the hold music: Twilio takes them out of
+            # its queue and reports it, as it would on a real call.
+            return self.send(E.QueueLeft("leave", 30))
+        return result
+
+    def _as_twilio_sends(self, event: E.Digits) -> E.Event:
+        """The keys pressed, as Twilio reports them for the menu listening: it stops at the
+        finish key (`#` unless the menu says otherwise) and leaves it out, and stops after
+        `num_digits` keys. Only the finish key pressed is silence."""
+        gather = self.last_action()
+        if not isinstance(gather, A.Gather) or "dtmf" not in gather.input:
+            return event
+        digits = event.digits
+        finish = "#" if gather.finish_on_key is None else gather.finish_on_key
+        if finish and finish in digits:
+            digits = digits[:digits.index(finish)]
+        if gather.num_digits:
+            digits = digits[:gather.num_digits]
+        return E.Digits(digits) if digits else E.NoInput()
+
+    def start(self) -> Result:
+        return self.send(E.CallStarted(self.call_sid, self.from_number, self.to_number, self.caller,
+                                       is_test=True))
+
+    # -- what an operator wants to know ---------------------------------------------------
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self.state.get("wait") if self.state else None
+
+    @property
+    def node(self) -> str | None:
+        return self.state.get("node") if self.state else None
+
+    @property
+    def visited(self) -> list[str]:
+        out: list[str] = []
+        for s in self.steps:
+            if s["event"] == "enter" and (not out or out[-1] != s["node"]):
+                out.append(s["node"])
+        return out
+
+    @property
+    def last_heard(self) -> str:
+        return self.results[-1].said if self.results else ""
+
+    def actions(self, kind: type) -> list:
+        """Every action of this kind the call produced so far (e.g. A.RequestCallback)."""
+        return [a for r in self.results for a in r.actions if isinstance(a, kind)]
+
+    @property
+    def heard(self) -> str:
+        return " ".join(r.said for r in self.results if r.said)
+
+    @property
+    def over(self) -> bool:
+        return self.waiting_for in ("end", "ended", "failsafe") or self.ended is not None
+
+    def last_action(self):
+        return self.results[-1].actions[-1] if self.results and self.results[-1].actions else None
+
+
+def directory_for(flow: Flow, region: str = "US") -> Directory | None:
+    """The flow's caller directory, resolved next to its file (DirectoryError if broken)."""
+    if not flow.directory:
+        return None
+    return open_directory(flow.directory, Path(flow.file).parent, region)
+
+
+def default_matcher() -> Callable:
+    from ivr.flows.intents import Matchers
+
+    return Matchers().match
+
+
+def parse_input(line: str) -> E.Event:
+    """What the operator typed: digits are key presses, an empty line is silence, anything
+    else is speech."""
+    text = line.strip()
+    if not text:
+        return E.NoInput()
+    if text.lower() in ("hangup", "hang up", "/hangup", "bye!"):
+        return E.HangUp("completed")
+    if all(ch in "0123456789*#" for ch in text.replace(" ", "")):
+        return E.Digits(text.replace(" ", ""))
+    return E.Speech(text, 0.9)
+
+
+def describe_wait(call: SimulatedCall) -> str:
+    action = call.last_action()
+    if isinstance(action, A.Gather):
+        ways = " or ".join({"dtmf": "keypad", "speech": "speech"}[i] for i in action.input)
+        return f"[listening for {ways}: type digits, words, or Enter for silence]"
+    if isinstance(action, A.Enqueue):
+        return f"[the caller waits in queue '{action.queue}' for the next agent]"
+    if isinstance(action, A.Dial):
+        whisper = f"; the agent first hears: \"{action.whisper}\"" if action.whisper else ""
+        return f"[transferring to {action.to}{whisper}]"
+    if isinstance(action, A.Record):
+        return "[recording a message: type what the caller says, or Enter to leave it empty]"
+    if isinstance(action, A.Hangup):
+        return "[the call ends]"
+    return ""
+
+
+def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] | None = None) -> int:
+    """Run a simulated call in the terminal. Returns 0 when the call reached an end."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    echo = not stdin.isatty()
+    c = call.caller
+    who = (f"known caller {c.get('full_name') or c.get('first_name')}" if c.get("known")
+           else "unknown caller")
+    print(f"Call from {call.from_number or 'a withheld number'} ({who}) to flow '{call.flow.id}'",
+          file=out)
+    result = call.start()
+    while True:
+        if result.said:
+            print(f"IVR: {result.said}", file=out)
+        note = describe_wait(call)
+        if note:
+            print(note, file=out)
+        wait = call.waiting_for
+        if wait in ("end", "ended", "failsafe", "queue", "dial"):
+            break
+        print("caller> ", end="", file=out, flush=True)
+        line = stdin.readline()
+        if line == "":
+            print("(hang up)" if echo else "", file=out)
+            result = call.send(E.HangUp("completed"))
+            break
+        if echo:
+            print(line.rstrip("\n"), file=out)
+        if wait == "record":
+            event = E.RecordingDone("simulated-recording", len(line.split()) * 2 or None)
+        else:
+            event = parse_input(line)
+        result = call.send(event)
+        if isinstance(event, E.HangUp):
+            break
+    print(f"Path: {' -> '.join(call.visited)}", file=out)
+    outcome = call.state.get("outcome") if call.state else None
+    where = {"queue": "queued", "dial": "transferred"}.get(call.waiting_for or "", outcome)
+    print(f"Ended: {where or 'completed'} at '{call.node}'", file=out)
+    return 0

@@ -1,0 +1,390 @@
+"""The pure engine: (flow, state, event) -> (actions, new state, step records)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from ivr.engine import actions as A
+from ivr.engine import events as E
+from ivr.engine.runner import MAX_HOPS, Context, Match, run
+from ivr.flows.loader import load_flow, load_flow_text
+from speech.intents import IntentSpec, KeywordMatcher
+from tests.conftest import FIXTURES, FLOWS
+
+OPEN = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # Tuesday 10:00 in New York
+CLOSED = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # Monday 22:00 in New York
+ADA = {"known": True, "first_name": "Ada", "last_name": "Lovelace", "full_name": "Ada Lovelace",
+       "customer_id": "C-1001", "plan": "premium", "phone": "+14155550100"}
+
+
+@pytest.fixture(scope="module")
+def support():
+    return load_flow(FLOWS / "support.yaml")
+
+
+@pytest.fixture(scope="module")
+def all_kinds():
+    return load_flow(FIXTURES / "flows" / "good" / "all_kinds.yaml")
+
+
+def keyword_match(flow, text):
+    specs = {n: IntentSpec(phrases=tuple(i.phrases), keywords=tuple(i.keywords))
+             for n, i in flow.intents.items()}
+    return KeywordMatcher(specs).match(text)
+
+
+def ctx(now=OPEN, **kw):
+    kw.setdefault("match", keyword_match)
+    return Context(now=now, **kw)
+
+
+def start(flow, caller=None, now=OPEN, sid="CA1", **kw):
+    event = E.CallStarted(sid, (caller or {}).get("phone", "+12025550199"), "+15005550006",
+                          caller or {"known": False})
+    return run(flow, None, event, ctx(now, **kw))
+
+
+def test_known_caller_is_greeted_by_name_and_asked_what_they_need(support):
+    r = start(support, ADA)
+    assert r.said.startswith("Hi Ada, thanks for calling Northwind Fibre.")
+    gather = r.actions[-1]
+    assert isinstance(gather, A.Gather) and set(gather.input) == {"dtmf", "speech"}
+    assert "For billing, press 1." in r.said and "For anything else, press 0." in r.said
+    assert gather.num_digits == 1  # single-key menu: no wait for the timeout after a press
+    assert "billing" in gather.hints
+    assert r.state["node"] == "main_menu" and r.state["wait"] == "ask"
+
+
+def test_unknown_caller_is_not_greeted_by_name(support):
+    r = start(support)
+    assert r.said.startswith("Thanks for calling Northwind Fibre.")
+
+
+def test_after_hours_goes_to_voicemail_with_next_opening(support):
+    r = start(support, now=CLOSED)
+    assert "We're closed right now. We open again tomorrow at 8 AM." in r.said
+    assert isinstance(r.actions[-1], A.Record)
+
+
+def test_keypad_routes_to_queue(support):
+    r = start(support)
+    r2 = run(support, r.state, E.Digits("3"), ctx())
+    assert r2.actions[-1] == A.Enqueue("technical")
+    assert r2.state["node"] == "tech_queue" and r2.state["wait"] == "queue"
+    step = r2.steps[0]
+    assert step["event"] == "digits" and step["digits"] == "3" and step["node"] == "main_menu"
+
+
+def test_speech_skips_the_menu(support):
+    r = start(support, ADA)
+    r2 = run(support, r.state, E.Speech("um I think I was charged twice", 0.82), ctx())
+    assert r2.actions[-1] == A.Enqueue("billing")
+    assert r2.state["intent"] == "billing"
+    logged = r2.steps[0]
+    assert logged["speech"] == "um I think I was charged twice" and logged["confidence"] == 0.82
+    assert logged["intent"] == "billing"
+
+
+def test_silence_reprompts_then_reaches_a_person(support):
+    r = start(support)
+    r = run(support, r.state, E.NoInput(), ctx())
+    assert r.said.startswith("Sorry, I didn't hear anything.") and isinstance(r.actions[-1], A.Gather)
+    r = run(support, r.state, E.NoInput(), ctx())
+    assert r.actions[-1] == A.Enqueue("general")  # settings.escape
+
+
+def test_no_match_apologises_with_the_flow_text_then_escapes(support):
+    r = start(support)
+    for _ in range(2):
+        r = run(support, r.state, E.Digits("9"), ctx())
+        assert "You can also use the keypad" in r.said
+        assert r.steps[0]["event"] == "no_match"
+    r = run(support, r.state, E.Speech("bananas", 0.9), ctx())
+    assert r.actions[-1] == A.Enqueue("general")
+
+
+def test_low_confidence_is_confirmed_before_routing(all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA9", "+14155550100", None, ADA), ctx())
+    assert r.state["node"] == "menu"
+
+    def unsure(flow, text):
+        return Match("billing", 0.3)
+
+    r2 = run(all_kinds, r.state, E.Speech("something about bills", 0.7), ctx(match=unsure))
+    assert "I think you want billing. Is that right?" in r2.said
+    assert r2.state["wait"] == "confirm"
+    yes = run(all_kinds, r2.state, E.Speech("yes please", 0.9), ctx(match=unsure))
+    assert yes.actions[-1] == A.Enqueue("billing")
+    no = run(all_kinds, r2.state, E.Digits("2"), ctx(match=unsure))
+    assert isinstance(no.actions[-1], A.Gather) and no.state["node"] == "menu"
+
+
+def test_state_is_small_json_and_input_state_is_not_mutated(support):
+    r = start(support, ADA)
+    before = copy.deepcopy(r.state)
+    run(support, r.state, E.Digits("1"), ctx())
+    assert r.state == before
+    assert len(json.dumps(r.state)) < 1500
+
+
+def test_free_answer_is_saved_and_lookup_finds_the_caller(all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA2", None, None, {"known": False}), ctx())
+    assert r.state["node"] == "account"
+    found = {"known": True, "first_name": "Grace", "customer_id": "C-1002", "full_name": "Grace Hopper"}
+    calls = []
+
+    def lookup(field, value):
+        calls.append((field, value))
+        return found if value == "C-1002" else None
+
+    r2 = run(all_kinds, r.state, E.Digits("1002"), ctx(lookup=lookup))
+    assert calls == [("customer_id", "C-1002")]
+    assert r2.state["vars"]["account"] == "1002"
+    assert r2.state["caller"]["first_name"] == "Grace"
+    assert "Hello Grace. What can I do for you?" in r2.said
+
+
+def test_branch_on_caller_field_expression(all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA3", "+14155550100", None, ADA), ctx())
+    assert "Hello Ada. Welcome back, valued customer." in r.said  # a variable set earlier
+    assert A.Play("https://example.com/chime.mp3") in r.actions
+
+
+def test_transfer_whispers_who_is_calling_and_why(support, all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA4", "+14155550100", None, ADA), ctx())
+    r = run(all_kinds, r.state, E.Speech("agent", 0.9), ctx())
+    dial = r.actions[-1]
+    assert isinstance(dial, A.Dial) and dial.to == "+15005550011"
+    assert dial.whisper == "Ada about person"  # the flow's whisper template
+    # the built-in whisper names the caller, the customer id, the intent and what was learned
+    flow = load_flow_text("""
+nodes:
+  ask_order:
+    ask: {prompt: Order number?, save_as: order_number, no_input: {goto: agent}}
+    next: agent
+  agent:
+    transfer: "+15005550011"
+""", "w.yaml")
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, ADA), ctx())
+    r = run(flow, r.state, E.Digits("4417"), ctx())
+    assert r.actions[-1].whisper == "Call from Ada Lovelace, customer C - 1 0 0 1. order number: 4417."
+
+
+def test_a_transfer_target_from_a_template_is_dialled_only_when_it_is_a_number():
+    """`transfer: "{{ caller.account_manager }}"` dials the column's number in E.164 whatever
+    its format; for a caller without one, the step fails safe to the fallback number rather
+    than sending Twilio an empty <Number> (which drops the caller)."""
+    flow = load_flow_text("""
+settings: {fallback_number: "+15005550010"}
+nodes:
+  manager:
+    transfer: "{{ caller.account_manager }}"
+""", "manager.yaml")
+    with_manager = {**ADA, "account_manager": "(415) 555-0177"}
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, with_manager), ctx())
+    assert r.actions[-1].to == "+14155550177"
+    sip = {**ADA, "account_manager": "SIP:grace@pbx.example.com"}
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, sip), ctx())
+    assert r.actions[-1].to == "sip:grace@pbx.example.com"
+    r = run(flow, None, E.CallStarted("CA5", "+14155550100", None, ADA), ctx())
+    assert r.said.startswith("We're sorry, something went wrong on our side.")
+    assert r.actions[-1].to == "+15005550010" and r.state["outcome"] == "failed"
+    assert "node 'manager' transfers to '', which is not a phone number" in r.steps[-1]["detail"]["error"]
+
+
+def test_transfer_not_answered_goes_to_next(all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA6", "+14155550100", None, ADA), ctx())
+    r = run(all_kinds, r.state, E.Digits("0"), ctx())
+    r = run(all_kinds, r.state, E.TransferEnded("no-answer"), ctx())
+    assert isinstance(r.actions[-1], A.Record)
+    done = run(all_kinds, r.state, E.TransferEnded("completed", 30), ctx())
+    assert done.steps[0]["event"] == "unexpected"  # a late duplicate does not move the call
+
+
+def test_queue_wait_announces_position_and_leaves_after_max_wait(all_kinds):
+    r = run(all_kinds, None, E.CallStarted("CA7", "+14155550100", None, ADA), ctx())
+    r = run(all_kinds, r.state, E.Digits("1"), ctx())
+    w = run(all_kinds, r.state, E.QueueWait(2, 40, 90, 4), ctx())
+    assert w.said.startswith("You are number 2 in line. Please hold.")
+    assert w.steps[0]["detail"]["queue_time"] == 40
+    late = run(all_kinds, w.state, E.QueueWait(1, 301, 90, 4), ctx())
+    assert late.actions == [A.LeaveQueue()]
+    left = run(all_kinds, late.state, E.QueueLeft("leave", 301), ctx())
+    assert isinstance(left.actions[-1], A.Record)
+
+
+@pytest.mark.parametrize("events,outcome,node", [
+    ([E.Digits("1"), E.HangUp("completed", 80)], "abandoned", "billing_queue"),
+    ([E.Digits("1"), E.QueueLeft("bridged", 50), E.HangUp("completed", 300)], "queued", "billing_queue"),
+    ([E.HangUp("completed", 9)], "abandoned", "main_menu"),
+])
+def test_hang_up_records_how_the_call_ended(support, events, outcome, node):
+    r = start(support)
+    for ev in events:
+        r = run(support, r.state, ev, ctx())
+    assert r.ended == {"outcome": outcome, "last_node": node, "status": "completed",
+                       "duration_s": events[-1].duration}
+
+
+def test_voicemail_outcome_and_goodbye(support):
+    r = start(support, now=CLOSED)
+    r = run(support, r.state, E.RecordingDone("https://api.twilio.com/rec/RE1", 12), ctx(now=CLOSED))
+    assert r.said == "Thank you. Goodbye." and r.actions[-1] == A.Hangup()
+    assert r.state["outcome"] == "voicemail"
+    assert r.steps[0]["detail"] == {"url": "https://api.twilio.com/rec/RE1", "duration": 12}
+
+
+def test_goto_flow_continues_in_the_other_flow(all_kinds):
+    minimal = load_flow(FIXTURES / "flows" / "good" / "minimal.yaml")
+    flows = {"all_kinds": all_kinds, "minimal": minimal}
+    r = run(all_kinds, None, E.CallStarted("CA8", "+14155550100", None, ADA), ctx(flows=flows))
+    r = run(all_kinds, r.state, E.Digits("2"), ctx(flows=flows))
+    assert r.state["flow"] == "minimal"
+    assert r.said == "Hello. Goodbye." and r.actions[-1] == A.Hangup()
+
+
+def test_runaway_loop_fails_safe_to_a_person():
+    flow = load_flow_text("""
+settings: {fallback_number: "+15005550010"}
+nodes:
+  spin:
+    set: {n: "{{ (vars.n or 0) | int + 1 }}"}
+    next: check
+  check:
+    branch:
+      - {if: "vars.n | int > -1", goto: spin}
+    else: bye
+  bye:
+    hangup: Bye.
+""", "loop.yaml")
+    r = run(flow, None, E.CallStarted("CA10", None, None, {}), ctx())
+    assert r.said.startswith("We're sorry, something went wrong on our side.")
+    assert r.actions[-1] == A.Dial("+15005550010", 30, None, "Transferred after an error in the phone menu.")
+    assert r.state["outcome"] == "failed"
+    error = r.steps[-1]
+    assert error["event"] == "error" and f"more than {MAX_HOPS} nodes" in error["detail"]["error"]
+    # nobody answers the fallback number: the caller can still leave a message, then hears goodbye
+    missed = run(flow, r.state, E.TransferEnded("no-answer", 0), ctx())
+    assert missed.said.startswith("Sorry, nobody could take your call. Please leave a message")
+    assert isinstance(missed.actions[-1], A.Record)
+    left = run(flow, missed.state, E.RecordingDone("https://api.twilio.com/rec/RE1", 12), ctx())
+    assert left.said == "Thank you, we have your message. Goodbye." and left.actions[-1] == A.Hangup()
+    assert left.state["outcome"] == "voicemail" and left.steps[0]["event"] == "recording"
+    answered = run(flow, r.state, E.TransferEnded("completed", 95), ctx())
+    assert answered.actions == [A.Hangup()] and answered.state["outcome"] == "transferred"
+
+
+def test_every_step_is_numbered_in_order(support):
+    r = start(support, ADA)
+    r2 = run(support, r.state, E.Digits("1"), ctx())
+    seqs = [s["seq"] for s in r.steps + r2.steps]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [s["node"] for s in r.steps] == ["check_hours", "greet", "greet_known", "main_menu"]
+    assert r.steps[2]["said"] == "Hi Ada, thanks for calling Northwind Fibre."
+    assert r.steps[3]["action"] == "gather"
+
+
+def test_speech_off_makes_menus_keypad_only():
+    flow = load_flow_text("""
+settings: {speech: "off", escape: person}
+nodes:
+  menu:
+    ask:
+      prompt: Press 1 for a person.
+      choices: [{key: 1, label: a person, goto: person}]
+  person: {transfer: "+15005550011"}
+""", "off.yaml")
+    r = run(flow, None, E.CallStarted("CA11", None, None, {}), ctx())
+    assert r.actions[-1].input == ("dtmf",)
+
+
+def test_silence_and_confusion_have_their_own_retry_counts(support):
+    r = start(support)
+    r = run(support, r.state, E.Digits("9"), ctx())  # not understood once
+    r = run(support, r.state, E.NoInput(), ctx())  # silent once: no_input.retries is 1
+    assert isinstance(r.actions[-1], A.Gather) and r.state["node"] == "main_menu"
+    r = run(support, r.state, E.NoInput(), ctx())
+    assert r.actions[-1] == A.Enqueue("general")
+
+
+def test_confirmed_choice_plays_its_words_and_keeps_the_answer():
+    flow = load_flow_text("""
+intents:
+  refund: [I want my money back]
+settings: {escape: person, confirm_below: 0.8}
+nodes:
+  menu:
+    ask:
+      prompt: How can I help?
+      save_as: reason
+      choices:
+        - {intent: refund, say: "Refunds, one moment.", goto: person}
+  person: {transfer: "+15005550011"}
+""", "c.yaml")
+    r = run(flow, None, E.CallStarted("CA12", None, None, {}), ctx())
+    m = ctx(match=lambda f, t: Match("refund", 0.6))
+    r = run(flow, r.state, E.Speech("money back please", 0.7), m)
+    assert "I think you want refund" in r.said
+    no = run(flow, r.state, E.Speech("no", 0.9), m)
+    assert no.steps[-1]["event"] == "reprompt" and no.state["tries"] == {"no_match": 1}
+    yes = run(flow, r.state, E.Digits("1"), m)
+    assert yes.said.startswith("Refunds, one moment.")
+    assert yes.state["vars"]["reason"] == "money back please"
+    assert isinstance(yes.actions[-1], A.Dial)
+
+
+def test_variables_from_templates_compare_as_numbers_and_missing_ones_are_false():
+    flow = load_flow_text("""
+nodes:
+  first:
+    branch: [{if: "vars.tries > 2", goto: many}]
+    else: count
+  count:
+    set: {tries: "{{ 3 }}", account: "0042"}
+    next: check
+  check:
+    branch: [{if: "vars.tries > 2", goto: many}]
+    else: few
+  many: {hangup: "Many tries, account {{ vars.account }}, intent {{ intent }}."}
+  few: {hangup: Few.}
+""", "n.yaml")
+    r = run(flow, None, E.CallStarted("CA13", None, None, {}), ctx())
+    assert r.said == "Many tries, account 0042, intent ."  # None is never read out as "None"
+    assert r.state["vars"] == {"tries": 3, "account": "0042"}
+
+
+def test_hash_key_choice_is_not_swallowed_by_finish_on_key():
+    flow = load_flow_text("""
+settings: {escape: person}
+nodes:
+  menu:
+    ask:
+      prompt: Press pound to repeat, or 0 for a person.
+      choices: [{key: "#", label: repeat, goto: menu}, {key: 0, label: a person, goto: person}]
+  person: {transfer: "+15005550011"}
+""", "h.yaml")
+    r = run(flow, None, E.CallStarted("CA14", None, None, {}), ctx())
+    assert r.actions[-1].finish_on_key == ""
+    again = run(flow, r.state, E.Digits("#"), ctx())
+    assert isinstance(again.actions[-1], A.Gather) and again.steps[0]["event"] == "digits"
+
+
+def test_twiml_keeps_numbers_and_words_that_look_like_its_placeholders():
+    """Answers are built once per list of actions with stand-ins for the step and call id;
+    a number to dial or digits read back that contain the stand-ins' digits stay as they are."""
+    import xml.etree.ElementTree as ET
+
+    from ivr.engine import actions as A
+    from ivr.web.twiml import render
+
+    for _ in range(2):  # the first render fills the cache, the second reads it
+        root = ET.fromstring(render([A.Say("You entered 987654321."), A.Dial("+19876543210")], 5, "CA42"))
+        assert root.find("Say").text == "You entered 987654321."
+        assert root.find("Dial/Number").text == "+19876543210"
+        assert "s=5" in root.find("Dial").get("action")
+    plain = ET.fromstring(render([A.Dial("+15005550011")], 7, "CA43"))
+    assert "s=7" in plain.find("Dial").get("action")
