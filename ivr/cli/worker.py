@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rq import Queue, Worker
+import redis
+import rq
+from rq import Queue
 
 from ivr.config import Config
 from ivr.runtime.connections import redis_for
@@ -10,6 +12,33 @@ from ivr.runtime.connections import redis_for
 # Queues a worker serves, highest priority first.
 # Callbacks first: a free agent waits for its dial; a transcript can wait a moment.
 QUEUES: list[str] = ["callbacks", "recordings"]
+
+
+class Worker(rq.Worker):
+    """rq's worker, which ends its Pub/Sub listener in the order that cannot hang.
+
+    rq unsubscribes first and then stops the listener thread, and redis-py (8.2 and later)
+    waits for that thread without a limit. When the thread reads Redis's unsubscribe reply
+    before it is told to stop, it goes back to waiting up to 60 s for a subscription, and the
+    worker lives on that long after "done, quitting". Told to stop first, the thread ends on
+    the unsubscribe reply itself.
+    """
+
+    def unsubscribe(self) -> None:
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+        try:
+            thread.stop(timeout=0)  # redis-py 8.2+: clears the running flag, waits for nothing
+        except TypeError:  # older redis-py: stop() only clears the flag
+            thread.stop()
+        try:
+            self.pubsub.unsubscribe()  # the reply wakes the thread, which sees the flag and ends
+        except redis.RedisError:  # the thread ended and closed the connection meanwhile
+            pass
+        thread.join(timeout=1)
+        self.pubsub.close()
 
 
 def run(config: Config, queues: list[str] | None = None, burst: bool = False,
