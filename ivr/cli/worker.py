@@ -13,6 +13,14 @@ from ivr.runtime.connections import redis_for
 # Callbacks first: a free agent waits for its dial; a transcript can wait a moment.
 QUEUES: list[str] = ["callbacks", "recordings"]
 
+# How often a worker without rq's scheduler tries to take it (rq's maintenance interval; rq's
+# default is 10 minutes). A worker killed with kill -9 leaves its scheduler lock behind for
+# 61 s; until some worker takes it over, no retry, watchdog or sweep runs.
+SCHEDULER_RETRY_S = 10
+# rq's worker TTL; an idle worker wakes from its blocking wait every TTL - 15 s, and only then
+# looks at the maintenance interval: 26 s makes that 11 s, just past SCHEDULER_RETRY_S.
+WORKER_TTL_S = 26
+
 
 class Worker(rq.Worker):
     """rq's worker, which ends its Pub/Sub listener in the order that cannot hang.
@@ -54,5 +62,6 @@ def run(config: Config, queues: list[str] | None = None, burst: bool = False,
 
         warm(config, connection)  # agents file and settings loaded once, before rq forks a work horse per job
     worker = Worker([Queue(q, connection=connection) for q in (queues or QUEUES)],
-                    connection=connection, name=name)
+                    connection=connection, name=name, maintenance_interval=SCHEDULER_RETRY_S,
+                    worker_ttl=WORKER_TTL_S)
     return worker.work(burst=burst, with_scheduler=True, logging_level=config.log_level)

@@ -10,12 +10,12 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 
 from callbacks import line
 from callbacks.dispatch import attempt_over, dispatch, request_dispatch
 from callbacks.runtime import QUEUE, Runtime
-from tests.cbutil import RedisServer, config, kill_tree, run_worker, worker
+from tests.cbutil import RedisServer, config, kill_tree, run_worker, wait_until, worker
 
 AGENT_COUNT = 12
 
@@ -83,6 +83,44 @@ def test_worker_killed_before_twilio_had_the_call_dials_once_later(tmp_path, cb_
     assert record["dial_sid"] == placed.sid and record["attempts"] == 1  # the lost try is not counted
     notes = [h["note"] for h in rt.callbacks.history(cid)]
     assert "the call was never placed; back in line" in notes
+
+
+def test_a_restarted_worker_takes_over_the_scheduler_of_one_killed_mid_dial(tmp_path, cb_redis_url,
+                                                                           cb_flows, standin):
+    """kill -9 of a running `ivr worker` (its scheduler with it) leaves rq's scheduler lock for
+    61 s. The restarted worker cannot take it at start; it must try again soon after, or no
+    watchdog, retry or sweep runs: rq's own default was every 10 minutes."""
+    rt = runtime(tmp_path, cb_redis_url, cb_flows, standin)
+    [cid] = book(rt, 1)
+    rt.agents.set_status("alice", "available")
+    request_dispatch(rt.redis, ["billing"])
+    standin.hold = threading.Event()
+    lock = "rq:scheduler-lock:callbacks"
+    first = worker(rt.config, tmp_path, burst=False)
+    second = None
+    try:
+        assert standin.held.wait(30), "the worker never asked Twilio for the call"
+        dead_scheduler = wait_until(lambda: rt.redis.get(lock))
+        kill_tree(first)  # kill -9 while Twilio's answer is on its way
+        standin.hold.set()
+        [placed] = standin.wait_for_calls(1)
+        assert rt.callbacks.get(cid)["status"] == "dialing" and not rt.callbacks.get(cid).get("dial_sid")
+        second = worker(rt.config, tmp_path, burst=False)
+        # Idle means rq is past its start, where it tried the lock and found the dead one's.
+        wait_until(lambda: any(w.get_state() == "idle" for w in Worker.all(connection=rt.redis)
+                               if w.pid == second.pid), timeout=60)
+        assert rt.redis.get(lock) == dead_scheduler
+        rt.redis.pexpire(lock, 100)  # as if the crash were a minute ago: the lock runs out now
+        # The new worker's scheduler runs the watchdog, which finds the call Twilio placed.
+        wait_until(lambda: rt.callbacks.get(cid).get("dial_sid"), timeout=40)
+        record = rt.callbacks.get(cid)
+        assert record["dial_sid"] == placed.sid and record["status"] == "dialing"
+        assert rt.redis.get(lock) not in (None, dead_scheduler)
+        assert len(standin.calls) == 1
+    finally:
+        kill_tree(first)
+        if second is not None:
+            kill_tree(second)
 
 
 def test_workers_racing_for_the_same_callbacks_dial_each_once(tmp_path, cb_redis_url, cb_flows, standin):
