@@ -53,7 +53,7 @@ def recording_path(root: Path, call_sid: str, seq: int) -> Path:
 
 def download(config: Config, url: str, dest: Path) -> Path:
     """Fetch the recording as WAV with the account's credentials (Twilio's recording URLs
-    serve WAV when `.wav` is appended)."""
+    serve WAV when `.wav` is appended), from Twilio's API only (UntrustedMediaUrl otherwise)."""
     from .twilio_api import media_url
 
     source = media_url(config, url)
@@ -121,11 +121,21 @@ def _worker_services():
 def process_recording(call_sid: str, seq: int, url: str, flow_id: str,
                       duration_s: int | None = None) -> dict:
     """The rq job: download, keep, transcribe, match, attach. Returns what it attached."""
+    from .twilio_api import UntrustedMediaUrl
+
     svc = _worker_services()
     cfg = svc.config
     path = recording_path(cfg.recordings_dir, call_sid, seq)
     if not path.exists() or not _is_wav(_head(path)):
-        download(cfg, url, path)
+        try:
+            download(cfg, url, path)
+        except UntrustedMediaUrl as exc:
+            # A signed request named a URL that is not Twilio's: sending the account's
+            # credentials there would hand them out. The recording stays in the log, unfetched.
+            log.error("recording %s/%s: refused to download it: %s", call_sid, seq, exc)
+            svc.store.update_recording(call_sid, seq, url, duration_s=duration_s)
+            return {"path": None, "transcript": None, "confidence": None, "intent": None,
+                    "refused": str(exc)}
     transcript, intent, confidence = None, None, None
     flow = svc.registry.get(flow_id)
     language = flow.language if flow else "en-US"
