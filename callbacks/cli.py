@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ivr.config import Config
+from ivr.engine.states import CALLBACK_FINAL, CallbackStatus
 
 from .agents import STATUSES, AgentsError, UnknownAgent, load_agents
 from .runtime import Runtime
@@ -197,8 +198,8 @@ def summarise(rows: list[dict]) -> dict:
     by_status: dict[str, int] = {}
     for r in rows:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-    kept = [r for r in rows if r["status"] == "completed"]
-    finished = sum(by_status.get(s, 0) for s in ("completed", "failed", "expired", "cancelled"))
+    kept = [r for r in rows if r["status"] == CallbackStatus.COMPLETED]
+    finished = sum(by_status.get(s, 0) for s in CALLBACK_FINAL)
     waits = sorted(r["wait_s"] for r in kept if r.get("wait_s") is not None)
 
     def pct(p: float) -> float | None:

@@ -34,10 +34,11 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError
 
 from ivr.config import Config
+from ivr.engine.states import CallbackStatus, callback_is_final, callback_is_live
 
 from . import keys, line, twilio_client, window
 from .runtime import QUEUE, Runtime
-from .store import FINAL, LIVE, CallbackError
+from .store import CallbackError
 
 log = logging.getLogger("callbacks.dispatch")
 
@@ -142,7 +143,7 @@ def check_dial(callback_id: str, attempt: int) -> str:
     """rq job: the watchdog of one claim (see the module doc)."""
     rt = runtime()
     record = rt.callbacks.get(callback_id)
-    if (record is None or record["status"] != "dialing" or record.get("dial_attempt") != attempt
+    if (record is None or record["status"] != CallbackStatus.DIALING or record.get("dial_attempt") != attempt
             or record.get("dial_sid")):
         return "settled"
     return reconcile(rt, record)
@@ -173,8 +174,7 @@ def dispatch_queue(rt: Runtime, queue: str, now: float | None = None) -> list[st
         [line.member_id(m) for m, _ in entries if not line.is_live(m)])}
     # Callers whose call is over and callbacks that are finished no longer hold a place.
     stale = [m for m, _ in entries if (m not in alive if line.is_live(m) else
-                                       records.get(line.member_id(m), {}).get("status", "gone")
-                                       in (*FINAL, "gone"))]
+                                       _finished_or_gone(records.get(line.member_id(m))))]
     if stale:
         line.remove_stale(rt.redis, queue, stale)
     dialled: list[str] = []
@@ -188,7 +188,7 @@ def dispatch_queue(rt: Runtime, queue: str, now: float | None = None) -> list[st
             slots -= 1  # a free agent will take this caller from Twilio's queue
             continue
         record = records[line.member_id(member)]
-        if record["status"] != "pending" or (record.get("not_before") or 0) > now:
+        if record["status"] != CallbackStatus.PENDING or (record.get("not_before") or 0) > now:
             continue  # being dialled, or waiting for its next attempt: it does not hold an agent
         if record["expires_at"] <= now:
             rt.callbacks.expire(record["id"], now)
@@ -316,22 +316,22 @@ def attempt_over(rt: Runtime, record: dict, attempt: int, result: str, *, counts
     if status is None:
         return None
     log.info("callback %s attempt %s: %s -> %s", record["id"], attempt, result, status)
-    if status == "pending" and (rt.callbacks.get(record["id"]) or {}).get("cancel_requested"):
+    if status == CallbackStatus.PENDING and (rt.callbacks.get(record["id"]) or {}).get("cancel_requested"):
         try:  # the caller cancelled while this attempt was being dialled
             rt.callbacks.cancel(record["id"], by="the caller (while it was being dialled)", now=now)
-            status = "cancelled"
+            status = CallbackStatus.CANCELLED
         except CallbackError as exc:  # claimed again meanwhile: the next attempt's end cancels it
             log.warning("callback %s: %s", record["id"], exc)
     agent = rt.roster.agents().get(record.get("agent") or "")
     request_dispatch(rt.redis, agent.queues if agent and agent_after == "available" else [record["queue"]])
-    if status == "pending":
+    if status == CallbackStatus.PENDING:
         schedule_dispatch(rt.redis, record["queue"], retry_at)
     return status
 
 
 def result_for(record: dict, call_status: str) -> str:
     """What a finished Twilio call means for the attempt."""
-    if record["status"] == "connected":
+    if record["status"] == CallbackStatus.CONNECTED:
         return "completed"
     answered_by = record.get("answered_by") or ""
     if answered_by.startswith("machine") or answered_by == "fax":
@@ -339,7 +339,7 @@ def result_for(record: dict, call_status: str) -> str:
     if call_status == "completed":
         if record.get("agent_missed"):
             return "agent-no-answer"
-        return "caller-hung-up" if record["status"] == "answered" else "no-answer"
+        return "caller-hung-up" if record["status"] == CallbackStatus.ANSWERED else "no-answer"
     return call_status  # busy, no-answer, failed, canceled
 
 
@@ -387,15 +387,15 @@ def sweep_once(rt: Runtime, now: float | None = None) -> dict:
     for record in rt.callbacks.many(rt.callbacks.active_ids()):
         status = record["status"]
         try:
-            if status == "pending":
+            if status == CallbackStatus.PENDING:
                 if record["expires_at"] <= now:
                     done["expired"] += rt.callbacks.expire(record["id"], now)
                 elif (record.get("not_before") or 0) <= now:
                     due.add(record["queue"])
-            elif status == "dialing" and not record.get("dial_sid"):
+            elif status == CallbackStatus.DIALING and not record.get("dial_sid"):
                 if (record.get("claimed_at") or now) + rt.config.callback_dial_grace < now:
                     done["repaired"] += reconcile(rt, record) in ("found", "requeued")
-            elif status in LIVE and record.get("dial_sid") and _silent(rt, record, now):
+            elif callback_is_live(status) and record.get("dial_sid") and _silent(rt, record, now):
                 call = twilio_client.call_status(rt.twilio(), record["dial_sid"])
                 if call.status in ("completed", "busy", "no-answer", "failed", "canceled"):
                     done["repaired"] += settle(rt, record, call.status, now) is not None
@@ -420,8 +420,12 @@ def sweep_once(rt: Runtime, now: float | None = None) -> dict:
     return done
 
 
+def _finished_or_gone(record: dict | None) -> bool:
+    return record is None or callback_is_final(record.get("status"))
+
+
 def _silent(rt: Runtime, record: dict, now: float) -> bool:
     """A live call we have heard nothing about for too long (a lost status callback)."""
-    if record["status"] == "connected":
+    if record["status"] == CallbackStatus.CONNECTED:
         return (record.get("connected_at") or now) + STALE_TALK < now
     return (record.get("claimed_at") or now) + rt.config.callback_ring_timeout + STALE_RING < now

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ivr.engine.runner import Estimate
+from ivr.engine.states import CallbackStatus
 
 from . import keys
 from .agents import Agents
@@ -141,7 +142,7 @@ def handling_times(store: Any, now: datetime | None = None) -> dict[str, list[fl
         done = conn.execute(
             sa.select(callbacks_table.c.queue, callbacks_table.c.connected_at,
                       callbacks_table.c.ended_at)
-            .where(callbacks_table.c.status == "completed", callbacks_table.c.ended_at >= since,
+            .where(callbacks_table.c.status == CallbackStatus.COMPLETED, callbacks_table.c.ended_at >= since,
                    callbacks_table.c.connected_at.is_not(None))).all()
         for row in done:
             talk = (row.ended_at - row.connected_at).total_seconds()

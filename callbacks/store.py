@@ -29,10 +29,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from . import keys
+from ivr.engine.states import CallbackStatus, callback_is_final
 
-FINAL = ("completed", "failed", "expired", "cancelled")
-LIVE = ("dialing", "answered", "connected")
+from . import keys
 
 # Shared by every script: bump the version, note the change in the history and append a
 # snapshot for the SQL log. KEYS/ARGV layout differs per script, so it takes its keys.
@@ -266,7 +265,7 @@ class Callbacks:
         now = time.time() if now is None else now
         cid = "CB" + uuid.uuid4().hex
         expire_after = float(fields.pop("expire_after", 4 * 3600))
-        record = {"id": cid, "status": "pending", "v": 0, "queue": queue, "number": number,
+        record = {"id": cid, "status": CallbackStatus.PENDING, "v": 0, "queue": queue, "number": number,
                   "call_sid": call_sid, "enqueued_at": enqueued_at, "requested_at": now,
                   "expires_at": now + expire_after, "not_before": 0, "attempts": 0,
                   "dial_attempt": 0, **fields}
@@ -305,13 +304,13 @@ class Callbacks:
         if not finished:
             return self.many(self.active_ids())
         records = self.many([_text(i) for i in self.redis.zrange(keys.RECENT, 0, -1)])
-        return sorted(records, key=lambda r: (r["status"] in FINAL, r.get("enqueued_at") or 0))
+        return sorted(records, key=lambda r: (callback_is_final(r["status"]), r.get("enqueued_at") or 0))
 
     def pending_for(self, number: str) -> dict | None:
         """The number's pending callback (not one being dialled), for callers who phone again."""
         cid = self.redis.get(keys.by_number(number))
         record = self.get(_text(cid)) if cid else None
-        return record if record and record["status"] == "pending" else None
+        return record if record and record["status"] == CallbackStatus.PENDING else None
 
     # -- changes ------------------------------------------------------------------------
 
@@ -369,12 +368,13 @@ class Callbacks:
 
     def cancel(self, callback_id: str, by: str, now: float | None = None) -> dict:
         """Cancel a pending callback; CallbackError if it is being dialled or already over."""
-        return self._close(callback_id, "cancelled", f"cancelled by {by}", now, need="pending")
+        return self._close(callback_id, CallbackStatus.CANCELLED, f"cancelled by {by}", now, need="pending")
 
     def expire(self, callback_id: str, now: float | None = None) -> bool:
         """Expire a pending callback whose time is up; False if it is not due to expire."""
         try:
-            self._close(callback_id, "expired", "not reached before it expired", now, need="expired")
+            self._close(callback_id, CallbackStatus.EXPIRED, "not reached before it expired", now,
+                        need="expired")
         except CallbackError:
             return False
         return True
@@ -419,7 +419,7 @@ def public(record: dict) -> dict:
         "id": record["id"], "number": record["number"], "status": record["status"],
         "queue": record["queue"], "requested_at": iso("requested_at"), "enqueued_at": iso("enqueued_at"),
         "attempts": int(record.get("attempts") or 0), "max_attempts": int(record.get("max_attempts") or 0),
-        "next_attempt_at": iso("not_before") if record["status"] == "pending" else None,
+        "next_attempt_at": iso("not_before") if record["status"] == CallbackStatus.PENDING else None,
         "expires_at": iso("expires_at"), "agent": record.get("agent") or None,
         "last_result": record.get("result") or None, "closed_reason": record.get("closed_reason") or None,
         "call_sid": record.get("call_sid"), "callback_call_sid": record.get("dial_sid") or None,

@@ -20,6 +20,7 @@ from typing import Any
 
 from ivr.engine import actions as A
 from ivr.engine import events as E
+from ivr.engine.states import callback_is_live
 from ivr.flows.loader import load_flow_text
 from ivr.flows.model import Flow
 from ivr.phone import spoken
@@ -27,7 +28,7 @@ from ivr.phone import spoken
 from . import estimate, keys, line, window
 from .dispatch import attempt_over, ensure_sweep, request_dispatch, settle
 from .runtime import Runtime
-from .store import LIVE, CallbackError
+from .store import CallbackError
 
 log = logging.getLogger("callbacks.web")
 
@@ -214,7 +215,7 @@ def answer_leg(rt: Runtime, callback_id: str, attempt: int, form: Any) -> tuple[
     the callback flow, "machine" to hang up on a machine, or "stale" for an attempt that is
     not current (hang up)."""
     record = rt.callbacks.get(callback_id)
-    if record is None or record.get("dial_attempt") != attempt or record["status"] not in LIVE:
+    if record is None or record.get("dial_attempt") != attempt or not callback_is_live(record["status"]):
         return "stale", None
     answered_by = form.get("AnsweredBy") or "unknown"
     human = answered_by not in MACHINE
@@ -250,12 +251,12 @@ def leg_status(rt: Runtime, callback_id: str, attempt: int, form: Any) -> str | 
     record = rt.callbacks.get(callback_id)
     if record is None or record.get("dial_attempt") != attempt:
         return None
-    if record["status"] in LIVE and sid:
+    if callback_is_live(record["status"]) and sid:
         rt.callbacks.progress(callback_id, attempt, sid=sid)
     if call_status not in FINAL_CALL_STATUSES:
         return None
     record = rt.callbacks.get(callback_id) or record
-    if record["status"] not in LIVE:
+    if not callback_is_live(record["status"]):
         return None
     return settle(rt, record, call_status)
 
@@ -263,5 +264,5 @@ def leg_status(rt: Runtime, callback_id: str, attempt: int, form: Any) -> str | 
 def fail_leg(rt: Runtime, callback_id: str, attempt: int, why: str) -> None:
     """The callback call could not be served (our side failed): try again later."""
     record = rt.callbacks.get(callback_id)
-    if record is not None and record["status"] in LIVE:
+    if record is not None and callback_is_live(record["status"]):
         attempt_over(rt, record, attempt, why)

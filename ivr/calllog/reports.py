@@ -22,17 +22,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
+from ivr.engine import states
+from ivr.engine.states import CALLBACK_FINAL, CallbackStatus, Outcome
+
 from .store import Store, call_metrics, callbacks, calls, menu_metrics
 
 cm = call_metrics
 
 # Wait-time distribution buckets (seconds): [0, 10), [10, 20) ... [600, inf)
 WAIT_EDGES = (0, 10, 20, 30, 60, 120, 180, 300, 600)
-CALLBACK_FINAL = ("completed", "failed", "expired", "cancelled")
 OUTCOME_LABELS = {
-    "completed": "resolved in the IVR", "queued": "answered from a queue", "transferred": "transferred",
-    "voicemail": "left a message", "callback": "took a callback", "abandoned": "abandoned",
-    "failed": "failed", None: "unknown",
+    Outcome.COMPLETED: "resolved in the IVR", Outcome.QUEUED: "answered from a queue",
+    Outcome.TRANSFERRED: "transferred", Outcome.VOICEMAIL: "left a message",
+    Outcome.CALLBACK: "took a callback", Outcome.ABANDONED: "abandoned", Outcome.FAILED: "failed",
+    None: "unknown",
 }
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -176,9 +179,8 @@ def _iso(value: datetime | None) -> str | None:
 # Calls offered to a person: they reached a queue or a transfer. Callers who took a
 # callback instead of holding are counted by the callback measures, not here.
 OFFERED = sa.and_(cm.c.destination_kind.in_(("queue", "transfer")), cm.c.callback.is_(False))
-ABANDONED = cm.c.outcome == "abandoned"
-SERVED = sa.or_(cm.c.answered.is_(True),
-                cm.c.outcome.in_(("completed", "voicemail", "callback", "queued", "transferred")))
+ABANDONED = cm.c.outcome == Outcome.ABANDONED
+SERVED = sa.or_(cm.c.answered.is_(True), cm.c.outcome.in_(sorted(states.SERVED)))
 
 
 def _answered_within(threshold_s: int) -> Any:
@@ -385,7 +387,7 @@ def _callbacks(conn: sa.Connection, f: Filters) -> dict:
     for status, wait, tries, queue in conn.execute(query):
         for counts, w, a in ((by_status, waits, attempts), queues.setdefault(queue, ({}, [], []))):
             counts[status] = counts.get(status, 0) + 1
-            if status == "completed":
+            if status == CallbackStatus.COMPLETED:
                 a.append(int(tries or 0))
                 if wait is not None:
                     w.append(float(wait))
@@ -397,7 +399,7 @@ def _callbacks(conn: sa.Connection, f: Filters) -> dict:
 def _callback_summary(by_status: dict[str, int], waits: list[float], attempts: list[int]) -> dict:
     """Requested, kept (the agent reached the caller) and the wait of the kept ones."""
     finished = sum(by_status.get(s, 0) for s in CALLBACK_FINAL)
-    kept = by_status.get("completed", 0)
+    kept = by_status.get(CallbackStatus.COMPLETED, 0)
     waits.sort()
     return {
         "requested": sum(by_status.values()),

@@ -25,13 +25,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from ivr.engine.states import Outcome
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Key for pg_advisory_xact_lock, so processes starting together migrate one at a time.
 MIGRATE_LOCK = zlib.crc32(b"ivr.store.migrate")
 
 # How a call ended, from the caller's side (calls.outcome).
-OUTCOMES = frozenset({"completed", "transferred", "queued", "abandoned", "voicemail", "failed", "callback"})
+OUTCOMES = frozenset(Outcome)
 RECORD_TYPES = ("call_started", "step", "call_ended", "recording", "callback")
 
 # Limits that keep a record from failing in the database instead of in `parse_record`

@@ -39,6 +39,7 @@ from ivr.engine import actions as A
 from ivr.engine import events as E
 from ivr.engine.runner import Estimate
 from ivr.engine.simulation import SimulatedCall
+from ivr.engine.states import Wait
 from ivr.flows.model import Flow
 
 CALL_PREFIX = "CADEMO"
@@ -198,19 +199,19 @@ class DemoGenerator:
             if sim.over or wait is None:
                 break
             heard = speech_seconds(sim.last_heard)
-            if wait in ("ask", "confirm"):
+            if wait in (Wait.ASK, Wait.CONFIRM):
                 tries += 1
                 event, t = self._menu_answer(sim, person, tries, t, heard)
-            elif wait == "queue":
+            elif wait is Wait.QUEUE:
                 if queue_entered is None:
                     queue_entered = t + timedelta(seconds=heard)
                     queue = next((a for a in reversed(sim.steps) if (a.get("action") or "").startswith(
                         "enqueue:")), {}).get("action", "enqueue:general").split(":", 1)[1]
                     caller_wait = rng.expovariate(1 / wait_by_queue.get(queue, 40.0))
                 event, t, callback = self._queue(sim, person, queue_entered, caller_wait, t, sid)
-            elif wait == "callback":
+            elif wait is Wait.CALLBACK:
                 event, t = self._callback_question(sim, person, t, heard)
-            elif wait == "record":
+            elif wait is Wait.RECORD:
                 t += timedelta(seconds=heard + rng.uniform(8, 40))
                 text = rng.choice(VOICEMAILS)
                 url = f"https://api.twilio.com/2010-04-01/Accounts/ACdemo/Recordings/RE{sid[6:30]}"
@@ -253,7 +254,7 @@ class DemoGenerator:
     def _menu_answer(self, sim: SimulatedCall, person: _Caller, tries: int, t: datetime,
                      heard: float) -> tuple[E.Event, datetime]:
         rng = self.rng
-        if sim.waiting_for == "confirm":
+        if sim.waiting_for is Wait.CONFIRM:
             t += timedelta(seconds=heard + rng.uniform(0.5, 2))
             return (E.Speech("yes", 0.9) if rng.random() < 0.85 else E.Speech("no", 0.88)), t
         if person.style == "quitter" or (tries > 2 and rng.random() < 0.3):

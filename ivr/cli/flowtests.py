@@ -27,6 +27,7 @@ from ivr.engine import actions as A
 from ivr.engine import events as E
 from ivr.engine.runner import Estimate
 from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for
+from ivr.engine.states import Outcome, Wait
 from ivr.errors import FlowError, Problem, suggest
 from ivr.flows.directory import DirectoryError
 from ivr.flows.loader import load_flow
@@ -37,7 +38,7 @@ from ivr.flows.yamlsource import Source, parse
 INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "no_answer", "queue_wait")
 CHECKS = ("hears", "not_hears", "at", "reaches", "not_reaches", "outcome", "intent", "vars",
           "known_caller", "callback")
-OUTCOMES = ("completed", "transferred", "queued", "callback", "voicemail", "abandoned", "failed")
+OUTCOMES = tuple(Outcome)
 TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "steps")
 
 
@@ -273,11 +274,11 @@ def _event(kind: str, value: Any, call: SimulatedCall, src: Source, sp: tuple) -
         return E.RecordingDone("https://api.twilio.com/test-recording", int(value) if
                                isinstance(value, int) and not isinstance(value, bool) else 10)
     if kind == "agent_answers":
-        if call.waiting_for == "queue":
+        if call.waiting_for is Wait.QUEUE:
             return E.QueueLeft("bridged", 30)
         return E.TransferEnded("completed", 60)
     if kind == "no_answer":
-        if call.waiting_for == "queue":
+        if call.waiting_for is Wait.QUEUE:
             return E.QueueLeft("leave", 60)
         return E.TransferEnded("no-answer")
     if kind == "queue_wait":

@@ -42,9 +42,10 @@ from ivr.phone import normalize, normalize_typed, spoken
 
 from . import actions as A
 from . import events as E
+from .states import ABANDONING, Outcome, Wait, upgrade
 
 MAX_HOPS = 50  # nodes entered for one event before the engine calls it a runaway loop
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one ENDED wait (was "end" and "ended"), the hang-up in "hung_up"
 
 APOLOGY = "We're sorry, something went wrong on our side."
 NOT_HEARD = "Sorry, I didn't hear anything."
@@ -191,7 +192,7 @@ class _HoursView:
 class _Run:
     def __init__(self, flow: Flow, state: dict | None, ctx: Context):
         self.flow = flow
-        self.state = _clone(state) if state else None
+        self.state = _loaded(state) if state else None
         self.ctx = ctx
         self.actions: list = []
         self.steps: list[dict] = []
@@ -275,25 +276,25 @@ class _Run:
             return
         wait = self.state.get("wait")
         node = self.node()
-        if wait == "ask" and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
+        if wait is Wait.ASK and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
             self.on_answer(node, event)
-        elif wait == "confirm" and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
+        elif wait is Wait.CONFIRM and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
             self.on_confirm(node, event)
-        elif wait == "queue" and isinstance(event, E.QueueWait):
+        elif wait is Wait.QUEUE and isinstance(event, E.QueueWait):
             self.on_queue_wait(node, event)
-        elif wait == "queue" and isinstance(event, E.QueueLeft):
+        elif wait is Wait.QUEUE and isinstance(event, E.QueueLeft):
             self.on_queue_left(node, event)
-        elif wait == "queue" and isinstance(event, (E.Digits, E.Speech)):
+        elif wait is Wait.QUEUE and isinstance(event, (E.Digits, E.Speech)):
             self.on_queue_offer(node, event)
-        elif wait == "callback" and isinstance(node, QueueNode):
+        elif wait is Wait.CALLBACK and isinstance(node, QueueNode):
             self.on_callback(node, event)
-        elif wait == "pending_cb" and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
+        elif wait is Wait.PENDING_CALLBACK and isinstance(event, (E.Digits, E.Speech, E.NoInput)):
             self.on_pending(event)
-        elif wait == "dial" and isinstance(event, E.TransferEnded):
+        elif wait is Wait.DIAL and isinstance(event, E.TransferEnded):
             self.on_transfer_ended(node, event)
-        elif wait == "record" and isinstance(event, E.RecordingDone):
+        elif wait is Wait.RECORD and isinstance(event, E.RecordingDone):
             self.on_recording(node, event)
-        elif wait == "failsafe" and isinstance(event, (E.TransferEnded, E.RecordingDone)):
+        elif wait is Wait.FAILSAFE and isinstance(event, (E.TransferEnded, E.RecordingDone)):
             self.after_fail_safe(event)
         else:
             # An event the call is not waiting for (a late or duplicated webhook): log it and
@@ -306,16 +307,17 @@ class _Run:
         s = self.state
         node = self.node()
         cb = s.get("cb") or {}
-        if s.get("wait") == "callback" and cb.get("phase") == "reason" and isinstance(node, QueueNode):
+        if s.get("wait") is Wait.CALLBACK and cb.get("phase") == "reason" and isinstance(node, QueueNode):
             self.book(node, aloud=False)  # the number was confirmed: hanging up on the reason books it
-        elif s.get("wait") == "pending_cb":
-            s["outcome"] = "callback"  # hanging up on "keep or cancel?" keeps the callback
+        elif s.get("wait") is Wait.PENDING_CALLBACK:
+            s["outcome"] = Outcome.CALLBACK  # hanging up on "keep or cancel?" keeps the callback
         outcome = s.get("outcome")
-        if s.get("wait") in ("ask", "confirm", "queue", "callback", None) or outcome is None:
-            outcome = "abandoned"
+        if s.get("wait") in ABANDONING or outcome is None:
+            outcome = Outcome.ABANDONED
         s["line"] = None
         self.step(node, "hangup", detail={"status": event.status, "duration": event.duration})
-        s["wait"] = "ended"
+        s["wait"] = Wait.ENDED
+        s["hung_up"] = True
         s["outcome"] = outcome
         self.ended = {"outcome": outcome, "last_node": s["node"], "status": event.status,
                       "duration_s": event.duration}
@@ -340,8 +342,8 @@ class _Run:
         # Only reachable through a warning `ivr flows check` reported (no `next` after a queue,
         # transfer or recording): the caller was not served, so the call counts as failed.
         self.actions.append(A.Hangup())
-        self.state["wait"] = "end"
-        self.state["outcome"] = self.state.get("outcome") or "failed"
+        self.state["wait"] = Wait.ENDED
+        self.state["outcome"] = self.state.get("outcome") or Outcome.FAILED
 
     def enter(self, node: Node):
         s = self.state
@@ -381,7 +383,7 @@ class _Run:
         if isinstance(node, QueueNode):
             said = self.speak(node.say)
             self.actions += said + [A.Enqueue(node.name)]
-            s["wait"] = "queue"
+            s["wait"] = Wait.QUEUE
             s["outcome"] = None
             s.pop("cb", None)
             line = s.get("line")
@@ -395,7 +397,7 @@ class _Run:
             whisper = self.whisper(node)
             to = self._dial_target(node)
             self.actions += said + [A.Dial(to, node.timeout, node.caller_id, whisper)]
-            s["wait"] = "dial"
+            s["wait"] = Wait.DIAL
             s["whisper"] = whisper
             self.step(node, "enter", said, action=f"dial:{to}", detail={"whisper": whisper})
             return _STOP
@@ -403,14 +405,14 @@ class _Run:
             said = self.speak(node.prompt)
             self.actions += said + [A.Record(node.max_length, node.finish_on_key, node.beep,
                                              node.timeout)]
-            s["wait"] = "record"
+            s["wait"] = Wait.RECORD
             self.step(node, "enter", said, action="record")
             return _STOP
         if isinstance(node, HangupNode):
             said = self.speak(node.prompt)
             self.actions += said + [A.Hangup()]
-            s["wait"] = "end"
-            s["outcome"] = s.get("outcome") or "completed"
+            s["wait"] = Wait.ENDED
+            s["outcome"] = s.get("outcome") or Outcome.COMPLETED
             self.step(node, "enter", said, action="hangup")
             return _STOP
         if isinstance(node, GotoFlowNode):
@@ -426,15 +428,15 @@ class _Run:
     def repeat(self, node: Node) -> None:
         """Re-issue the waiting action of the current node (after an out-of-place event)."""
         wait = self.state.get("wait")
-        if isinstance(node, AskNode) and wait in ("ask", "confirm"):
+        if isinstance(node, AskNode) and wait in (Wait.ASK, Wait.CONFIRM):
             self.ask(node, [], log=False)
-        elif isinstance(node, QueueNode) and wait == "queue":
+        elif isinstance(node, QueueNode) and wait is Wait.QUEUE:
             self.actions.append(A.Enqueue(node.name))
-        elif isinstance(node, QueueNode) and wait == "callback":
+        elif isinstance(node, QueueNode) and wait is Wait.CALLBACK:
             self.callback_prompt(node, [], log=False)
-        elif wait == "pending_cb":
+        elif wait is Wait.PENDING_CALLBACK:
             self.pending_prompt(log=False)
-        elif isinstance(node, TransferNode) and wait == "dial":
+        elif isinstance(node, TransferNode) and wait is Wait.DIAL:
             self.actions.append(A.Dial(self.render(node.to), node.timeout, node.caller_id,
                                        self.state.get("whisper")))
         else:
@@ -450,7 +452,7 @@ class _Run:
             timeout=node.timeout, speech_timeout=node.speech_timeout,
             finish_on_key=_finish_key(node), hints=self.hints(node), language=self.flow.language,
         ))
-        self.state["wait"] = "ask"
+        self.state["wait"] = Wait.ASK
         if log:
             self.step(node, event, prompts, action="gather")
 
@@ -512,7 +514,7 @@ class _Run:
             self.actions.append(A.Gather(prompts=(question,), input=self.inputs(node), num_digits=1,
                                          timeout=node.timeout, hints=("yes", "no"),
                                          language=self.flow.language))
-            s["wait"] = "confirm"
+            s["wait"] = Wait.CONFIRM
             return
         self.choose(node, event, choice, match)
 
@@ -633,19 +635,19 @@ class _Run:
         self.step(node, "queue_left", detail=detail)
         if (self.state.get("cb") or {}).get("phase") == "leaving" and event.result != "bridged":
             if event.result == "hangup":
-                self.state.update(outcome="abandoned", wait="end", line=None)
+                self.state.update(outcome=Outcome.ABANDONED, wait=Wait.ENDED, line=None)
                 self.actions.append(A.Hangup())
                 return
             self.callback_begin(node)  # the caller asked for a callback and left Twilio's queue
             return
         self.state["line"] = None
         if event.result == "bridged":
-            self.state["outcome"] = "queued"
-            self.state["wait"] = "end"
+            self.state["outcome"] = Outcome.QUEUED
+            self.state["wait"] = Wait.ENDED
             self.actions.append(A.Hangup())
         elif event.result == "hangup":
-            self.state["outcome"] = "abandoned"
-            self.state["wait"] = "end"
+            self.state["outcome"] = Outcome.ABANDONED
+            self.state["wait"] = Wait.ENDED
             self.actions.append(A.Hangup())
         else:
             self.goto(node.next)
@@ -653,19 +655,19 @@ class _Run:
     def on_transfer_ended(self, node: TransferNode, event: E.TransferEnded) -> None:
         self.step(node, "transfer_ended", detail={"status": event.status, "duration": event.duration})
         if event.status in ("completed", "answered"):
-            self.state["outcome"] = "transferred"
-            self.state["wait"] = "end"
+            self.state["outcome"] = Outcome.TRANSFERRED
+            self.state["wait"] = Wait.ENDED
             self.actions.append(A.Hangup())
         elif node.next:
             self.goto(node.next)
         else:
             self.actions += [self.say_text("Sorry, nobody could take your call. Please try again later."),
                              A.Hangup()]
-            self.state["wait"] = "end"
-            self.state["outcome"] = "failed"
+            self.state["wait"] = Wait.ENDED
+            self.state["outcome"] = Outcome.FAILED
 
     def on_recording(self, node: RecordNode, event: E.RecordingDone) -> None:
-        self.state["outcome"] = "voicemail"
+        self.state["outcome"] = Outcome.VOICEMAIL
         self.step(node, "recording", digits=event.digits, action="recorded",
                   detail={"url": event.url, "duration": event.duration})
         self.goto(node.next)
@@ -713,7 +715,7 @@ class _Run:
         """Out of Twilio's queue (the line keeps the caller's place): confirm the number to call."""
         s = self.state
         number = normalize(s["caller"].get("phone") or s["from"] or None, self.ctx.region)
-        s["wait"] = "callback"
+        s["wait"] = Wait.CALLBACK
         s["tries"] = {}
         s["cb"] = {"phase": "confirm", "number": number} if number else {"phase": "enter"}
         self.callback_prompt(node, [])
@@ -831,7 +833,7 @@ class _Run:
             max_attempts=offer.max_attempts, retry_after=offer.retry_after,
             expire_after=offer.expire_after, calling_hours=offer.calling_hours))
         self.actions += said + [A.Hangup()]
-        s.update(outcome="callback", wait="end", line=None)
+        s.update(outcome=Outcome.CALLBACK, wait=Wait.ENDED, line=None)
         cb["phase"] = "booked"
         self.step(node, "callback_requested", said, action="callback", detail={
             "number": cb["number"], "queue": node.name, "enqueued_at": since,
@@ -874,7 +876,7 @@ class _Run:
         prompts = self.speak(self.flow.callbacks.pending) or [self.say_text(PENDING.format(**self.cbv))]
         self.actions.append(A.Gather(prompts=tuple(prompts), input=self.yes_no_inputs(), num_digits=1,
                                      timeout=6, hints=("keep", "cancel"), language=self.flow.language))
-        self.state["wait"] = "pending_cb"
+        self.state["wait"] = Wait.PENDING_CALLBACK
         if log:
             self.step(None, "callback_pending", prompts, action="gather",
                       detail={"callback": self.cbv["id"]})
@@ -895,7 +897,7 @@ class _Run:
         if choice == "keep":
             said = self.speak(self.flow.callbacks.kept) or [self.say_text(KEPT.format(**self.cbv))]
             self.actions += said + [A.Hangup()]
-            s.update(outcome="callback", wait="end")
+            s.update(outcome=Outcome.CALLBACK, wait=Wait.ENDED)
             return
         if choice == "cancel":
             self.actions.append(A.CancelCallback(self.cbv["id"]))
@@ -991,11 +993,11 @@ class _Run:
         self.actions += said
         if number:
             self.actions.append(A.Dial(number, 30, None, "Transferred after an error in the phone menu."))
-            self.state["wait"] = "failsafe"
+            self.state["wait"] = Wait.FAILSAFE
         else:
             self.actions.append(A.Record(120, "#", True, 5))
-            self.state["wait"] = "failsafe"
-        self.state["outcome"] = "failed"
+            self.state["wait"] = Wait.FAILSAFE
+        self.state["outcome"] = Outcome.FAILED
         self.step(None, "error", said, action=f"dial:{number}" if number else "record",
                   detail={"error": f"{type(exc).__name__}: {exc}"})
 
@@ -1007,13 +1009,13 @@ class _Run:
         if isinstance(event, E.RecordingDone):
             self.step(None, "recording", digits=event.digits, action="recorded",
                       detail={"url": event.url, "duration": event.duration, "after_error": True})
-            s.update(outcome="voicemail", wait="end")
+            s.update(outcome=Outcome.VOICEMAIL, wait=Wait.ENDED)
             self.actions += [self.say_text("Thank you, we have your message. Goodbye."), A.Hangup()]
             return
         self.step(None, "transfer_ended", detail={"status": event.status, "duration": event.duration,
                                                   "after_error": True})
         if event.status in ("completed", "answered"):
-            s.update(outcome="transferred", wait="end")
+            s.update(outcome=Outcome.TRANSFERRED, wait=Wait.ENDED)
             self.actions.append(A.Hangup())
             return
         self.actions += [self.say_text("Sorry, nobody could take your call. Please leave a message "
@@ -1074,6 +1076,15 @@ def _when(seconds: float | None) -> str:
 
 def _round(value: float | None) -> int | None:
     return None if value is None else int(round(value))
+
+
+def _loaded(state: dict) -> dict:
+    """A copy of a stored state for this run, in today's form, its wait as a `Wait`."""
+    s = upgrade(_clone(state))
+    wait = Wait.of(s.get("wait"))
+    if wait is not None:
+        s["wait"] = wait
+    return s
 
 
 def _clone(value: Any) -> Any:

@@ -20,6 +20,7 @@ from ivr.phone import normalize
 from . import actions as A
 from . import events as E
 from .runner import Context, Result, clock, run
+from .states import Outcome, Wait, is_over, is_with_a_person
 
 _ids = itertools.count(1)
 
@@ -109,8 +110,8 @@ class SimulatedCall:
     # -- what an operator wants to know ---------------------------------------------------
 
     @property
-    def waiting_for(self) -> str | None:
-        return self.state.get("wait") if self.state else None
+    def waiting_for(self) -> Wait | None:
+        return Wait.of(self.state.get("wait")) if self.state else None
 
     @property
     def node(self) -> str | None:
@@ -138,7 +139,7 @@ class SimulatedCall:
 
     @property
     def over(self) -> bool:
-        return self.waiting_for in ("end", "ended", "failsafe") or self.ended is not None
+        return is_over(self.waiting_for) or self.ended is not None
 
     def last_action(self):
         return self.results[-1].actions[-1] if self.results and self.results[-1].actions else None
@@ -205,7 +206,7 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
         if note:
             print(note, file=out)
         wait = call.waiting_for
-        if wait in ("end", "ended", "failsafe", "queue", "dial"):
+        if is_over(wait) or is_with_a_person(wait):
             break
         print("caller> ", end="", file=out, flush=True)
         line = stdin.readline()
@@ -215,7 +216,7 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
             break
         if echo:
             print(line.rstrip("\n"), file=out)
-        if wait == "record":
+        if wait is Wait.RECORD:
             event = E.RecordingDone("simulated-recording", len(line.split()) * 2 or None)
         else:
             event = parse_input(line)
@@ -224,6 +225,6 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
             break
     print(f"Path: {' -> '.join(call.visited)}", file=out)
     outcome = call.state.get("outcome") if call.state else None
-    where = {"queue": "queued", "dial": "transferred"}.get(call.waiting_for or "", outcome)
+    where = {Wait.QUEUE: Outcome.QUEUED, Wait.DIAL: Outcome.TRANSFERRED}.get(call.waiting_for, outcome)
     print(f"Ended: {where or 'completed'} at '{call.node}'", file=out)
     return 0

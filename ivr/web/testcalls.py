@@ -24,11 +24,11 @@ from ivr.engine import actions as A
 from ivr.engine import events as E
 from ivr.engine.runner import Estimate, clock
 from ivr.engine.simulation import SimulatedCall, describe_wait, parse_input
+from ivr.engine.states import Wait, is_listening, is_over, records_a_message
 
 PREFIX = "ivr:testcall:"
 TTL_S = 2 * 3600  # a test call left open in a browser tab is forgotten after this
 QUEUE_CYCLE_S = 30  # seconds of hold music one "keep holding" click stands for
-OVER = ("end", "ended", "failsafe")
 
 
 class TestCallError(Exception):
@@ -177,13 +177,12 @@ class TestCalls:
 
     def _event(self, call: dict, sim: SimulatedCall, action: str, text: str,
                now: datetime) -> tuple[E.Event, str]:
-        wait = sim.waiting_for
+        wait = Wait.of(sim.waiting_for)
         text = (text or "").strip()
-        recording = wait == "record" or (wait == "callback"
-                                         and (sim.state.get("cb") or {}).get("phase") == "reason")
+        recording = records_a_message(sim.state)
         if action == "hangup":
             return E.HangUp("completed", self._duration(call, now)), "(hangs up)"
-        if wait == "queue":
+        if wait is Wait.QUEUE:
             since = ((sim.state or {}).get("line") or {}).get("since")
             queue_time = call["queue_cycles"] * QUEUE_CYCLE_S
             if since and not call.get("pretend_at"):
@@ -199,7 +198,7 @@ class TestCalls:
                 return E.Digits(text), f"presses {text}"
             if action == "say" and text:
                 return E.Speech(text, 0.9), text
-        elif wait == "dial":
+        elif wait is Wait.DIAL:
             if action == "agent_answers":
                 return E.TransferEnded("completed", 60), "(the agent answers)"
             if action == "no_answer":
@@ -209,7 +208,7 @@ class TestCalls:
                 words = len(text.split())
                 done = E.RecordingDone(f"test-recording:{call['sid']}", max(1, words * 2) if words else None)
                 return done, f"(leaves a message) {text}".strip()
-        elif wait in ("ask", "confirm", "pending_cb", "callback"):
+        elif is_listening(wait):
             if action == "silence":
                 return E.NoInput(), "(says nothing)"
             if action == "press":
@@ -232,7 +231,7 @@ class TestCalls:
     def _finish(self, call: dict, sim: SimulatedCall, records: list[dict], now: datetime) -> None:
         """Note what the caller heard, end the call the way Twilio's status callback would once
         the flow has finished, and save the call with its new log records."""
-        if sim.waiting_for in OVER and sim.ended is None:
+        if is_over(sim.waiting_for) and sim.ended is None:
             sim.send(E.HangUp("completed", self._duration(call, now)))
         for result in sim.results:
             self._heard(call, result)
@@ -270,15 +269,15 @@ def choices(call: dict) -> list[Choice]:
     if call.get("ended"):
         return []
     state = call.get("state") or {}
-    wait = state.get("wait")
-    if wait == "queue":
+    wait = Wait.of(state.get("wait"))
+    if wait is Wait.QUEUE:
         return [Choice("say", "Say it"), Choice("hold", "Keep holding (30 s)"),
                 Choice("agent_answers", "An agent answers"),
                 Choice("leave", "Leave the queue unanswered"), Choice("hangup", "Hang up")]
-    if wait == "dial":
+    if wait is Wait.DIAL:
         return [Choice("agent_answers", "The agent answers"), Choice("no_answer", "Nobody answers"),
                 Choice("hangup", "Hang up")]
-    if wait == "record" or (wait == "callback" and (state.get("cb") or {}).get("phase") == "reason"):
+    if records_a_message(state):
         return [Choice("message", "Leave this message"), Choice("hangup", "Hang up")]
     return [Choice("say", "Say it"), Choice("silence", "Say nothing"), Choice("hangup", "Hang up")]
 
@@ -290,14 +289,14 @@ def listening(call: dict) -> str:
     if call.get("ended"):
         return "The call has ended."
     return {
-        "ask": "The menu is listening: type what the caller says, or press keys.",
-        "confirm": "The IVR asked the caller to confirm.",
-        "pending_cb": "The IVR asks about the caller's pending callback.",
-        "callback": "The IVR is arranging a callback.",
-        "queue": "The caller is holding in a queue.",
-        "dial": "The call is being transferred.",
-        "record": "The caller can leave a message.",
-    }.get(wait or "", f"Waiting for: {wait}")
+        Wait.ASK: "The menu is listening: type what the caller says, or press keys.",
+        Wait.CONFIRM: "The IVR asked the caller to confirm.",
+        Wait.PENDING_CALLBACK: "The IVR asks about the caller's pending callback.",
+        Wait.CALLBACK: "The IVR is arranging a callback.",
+        Wait.QUEUE: "The caller is holding in a queue.",
+        Wait.DIAL: "The call is being transferred.",
+        Wait.RECORD: "The caller can leave a message.",
+    }.get(Wait.of(wait), f"Waiting for: {wait}")
 
 
 def path(call: dict) -> list[str]:

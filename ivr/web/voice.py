@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from callbacks import web as cbweb
 from ivr.engine import events as E
 from ivr.engine.runner import run
+from ivr.engine.states import Outcome, Wait, hung_up
 from ivr.phone import normalize
 from ivr.runtime.services import Services, caller_context
 
@@ -313,7 +314,7 @@ def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None)
         with svc.calls.lock(sid):
             ended_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             state, _, _ = svc.calls.load(sid)
-            if state is None or state.get("wait") == "ended":
+            if state is None or hung_up(state):
                 if state is None:
                     svc.calls.log([{"type": "call_ended", "call_sid": sid, "status": call_status,
                                     "duration_s": duration, "ended_at": ended_at,
@@ -321,8 +322,8 @@ def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None)
                 return empty()
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
-                result_state, steps, ended = dict(state, wait="ended", line=None), [], {
-                    "outcome": state.get("outcome") or "abandoned", "last_node": state.get("node")}
+                result_state, steps, ended = dict(state, wait=Wait.ENDED, hung_up=True, line=None), [], {
+                    "outcome": state.get("outcome") or Outcome.ABANDONED, "last_node": state.get("node")}
                 line = cbweb.line_change(sid, state, result_state)
             else:
                 result = run(flow, state, E.HangUp(call_status, duration),

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ivr.calllog.store import Store, database_url, metadata
+from ivr.calllog.store import Store, calls, database_url, metadata
+from ivr.engine.states import Outcome
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -245,6 +246,19 @@ def test_duplicate_call_ended_does_not_clobber(store):
     # A replayed call_started keeps what call_ended wrote.
     store.record([started()])
     assert store.call("CA1")["outcome"] == "transferred"
+
+
+def test_outcomes_are_stored_and_queried_as_their_plain_values(store):
+    """The same SQL values as the strings the enum replaced, in both databases: a row written
+    with a member reads back as the plain string, and a query by member finds plain rows."""
+    store.record([started("CA1"), ended("CA1", outcome=Outcome.ABANDONED),
+                  started("CA2"), ended("CA2", outcome="queued")])
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT call_sid, outcome FROM calls")).all())
+        found = conn.execute(sa.select(calls.c.call_sid).where(
+            calls.c.outcome.in_([Outcome.QUEUED, Outcome.ABANDONED])).order_by(calls.c.call_sid)).all()
+    assert stored == {"CA1": "abandoned", "CA2": "queued"} and type(stored["CA1"]) is str
+    assert [r.call_sid for r in found] == ["CA1", "CA2"]
 
 
 def test_timestamps_round_trip_as_aware_utc(store):

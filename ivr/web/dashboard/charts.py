@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from html import escape
 
+from ivr.engine.states import CallbackStatus
+
 # Colours chosen to stay apart for the common kinds of colour blindness.
 ANSWERED = "#2b8a3e"
 ABANDONED = "#c92a2a"
@@ -19,12 +21,13 @@ TARGET = "#e67700"
 GRID = "#dee2e6"
 TEXT = "#343a40"
 MUTED = "#868e96"
-STATUS_COLOURS = {"completed": ANSWERED, "pending": "#fab005", "dialing": "#74c0fc",
-                  "answered": "#4dabf7", "connected": "#228be6", "failed": ABANDONED,
-                  "expired": "#e8590c", "cancelled": OTHER}
-STATUS_LABELS = {"completed": "kept (agent reached the caller)", "pending": "waiting",
-                 "dialing": "dialling", "answered": "answered", "connected": "talking",
-                 "failed": "failed (no answer)", "expired": "expired", "cancelled": "cancelled"}
+_S = CallbackStatus
+STATUS_COLOURS = {_S.COMPLETED: ANSWERED, _S.PENDING: "#fab005", _S.DIALING: "#74c0fc",
+                  _S.ANSWERED: "#4dabf7", _S.CONNECTED: "#228be6", _S.FAILED: ABANDONED,
+                  _S.EXPIRED: "#e8590c", _S.CANCELLED: OTHER}
+STATUS_LABELS = {_S.COMPLETED: "kept (agent reached the caller)", _S.PENDING: "waiting",
+                 _S.DIALING: "dialling", _S.ANSWERED: "answered", _S.CONNECTED: "talking",
+                 _S.FAILED: "failed (no answer)", _S.EXPIRED: "expired", _S.CANCELLED: "cancelled"}
 
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 

@@ -25,6 +25,7 @@ from flask import (
 )
 
 from ivr.calllog import reports
+from ivr.engine.states import Wait, is_listening, records_a_message
 from ivr.web.testcalls import TestCallError, TestCalls, choices, listening, path
 
 from . import bp, charts
@@ -269,11 +270,11 @@ def test_call(call_sid: str) -> Any:
         flash("That test call is over or has expired. Start a new one.", "error")
         return redirect(url_for("dashboard.test_call_form"))
     state = call.get("state") or {}
-    gathering = not call.get("ended") and state.get("wait") in ("ask", "confirm", "pending_cb", "callback") \
-        and (state.get("cb") or {}).get("phase") != "reason"
+    wait = state.get("wait")
+    gathering = not call.get("ended") and is_listening(wait) and not records_a_message(state)
     return render_template("dashboard/testcall.html", call=call, buttons=choices(call), path=path(call),
                            listening=listening(call), gathering=gathering,
-                           holding=not call.get("ended") and state.get("wait") == "queue")
+                           holding=not call.get("ended") and Wait.of(wait) is Wait.QUEUE)
 
 
 @bp.post("/test-call/<call_sid>")
