@@ -7,7 +7,7 @@
     window.py         the calling window, in the caller's time zone
     twilio_client.py  outbound calls through Twilio's REST API, with machine detection
     dispatch.py       the rq jobs: dispatch, the dial watchdog, the safety sweep
-    web.py            what the webhooks do for callbacks (ivr/voice.py calls it)
+    web.py            what the webhooks do for callbacks (ivr/web/voice.py calls it)
     api.py            the agents' and supervisors' HTTP API (bearer token)
     cli.py            `ivr agents ...` and `ivr callbacks ...`
     runtime.py        the pieces one process needs, built once

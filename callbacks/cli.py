@@ -1,5 +1,5 @@
-"""`ivr agents ...` and `ivr callbacks ...` (attached to the `ivr` command by ivr/cli.py).
-The worker that dials is `ivr worker` (ivr/worker.py serves the `callbacks` queue)."""
+"""`ivr agents ...` and `ivr callbacks ...` (attached to the `ivr` command by ivr/cli/__init__.py).
+The worker that dials is `ivr worker` (ivr/cli/worker.py serves the `callbacks` queue)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the webhook layer (ivr/voice.py) does for callbacks, kept out of the engine.
+"""What the webhook layer (ivr/web/voice.py) does for callbacks, kept out of the engine.
 
 - `hooks`: the Context functions the engine asks (a queue's estimate for this caller, the
   caller's pending callback).
@@ -171,7 +171,7 @@ def book(rt: Runtime, call_sid: str, state: dict, action: A.RequestCallback, flo
 @dataclass(frozen=True)
 class LineChange:
     """Redis commands that keep a caller's place in a queue's line in step with the call
-    state. They run in the script that saves the state (ivr/state.py), so the two always
+    state. They run in the script that saves the state (ivr/runtime/callstate.py), so the two always
     agree and cost no round trip of their own."""
 
     commands: list[list[str | float]] = field(default_factory=list)

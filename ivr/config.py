@@ -58,7 +58,7 @@ class Config:
     callback_sweep_interval: int = 30  # seconds between the workers' safety sweeps
     callback_handle_time: int = 300  # assumed handling time (s) until the log has enough calls
     callback_keep_days: int = 7  # days finished callbacks stay in Redis (SQL keeps them for good)
-    # Reports and the supervisors' dashboard (ivr/reports.py, ivr/dashboard/).
+    # Reports and the supervisors' dashboard (ivr/calllog/reports.py, ivr/web/dashboard/).
     display_timezone: str = "UTC"  # IANA zone for times shown to people; the store keeps UTC
     service_level_s: int = 20  # service level: share of queue callers answered within this
     secret_key: str = ""  # signs dashboard sessions; empty: generated once under data_dir

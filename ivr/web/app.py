@@ -12,6 +12,8 @@ from ivr.runtime.services import Services
 
 log = logging.getLogger("ivr")
 
+MAX_BODY = 1024 * 1024
+
 
 def create_app(config: Config | dict[str, Any] | None = None, services: Services | None = None) -> Flask:
     """Build the IVR web app. `config` may be a Config, or overrides applied on top of the
@@ -22,6 +24,9 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
         config = Config.from_env(**config)
     app = Flask(__name__)
     app.config["IVR"] = config
+    # Twilio's bodies are a few KB (what a caller said is the longest part): anything far
+    # larger is refused with 413 before it is read.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not config.validate_signatures:
         log.warning("Twilio signature validation is OFF (IVR_VALIDATE_SIGNATURES=false): anyone who "
@@ -54,15 +59,10 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
         log.error("flow file %s was not loaded (%d errors)", path, len([p for p in problems
                                                                         if p.severity == "error"]))
 
-    from . import signatures as security
     from .media import init_app as init_media
-    from .voice import routes as voice_routes
-    from .webhook import Webhooks
+    from .voice import bp as voice
 
-    # Twilio's webhooks are answered in front of Flask (ivr/webhook.py says why); everything
-    # else is Flask's.
-    app.wsgi_app = Webhooks(app.wsgi_app, voice_routes, svc, security.is_valid,  # type: ignore[method-assign]
-                            security.public_url)
+    app.register_blueprint(voice)  # Twilio's webhooks under /voice
     from callbacks.api import bp as callbacks_api
 
     app.register_blueprint(callbacks_api)

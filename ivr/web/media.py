@@ -17,7 +17,6 @@ from flask import current_app, request
 from flask_sock import Sock
 
 from .signatures import is_valid_websocket, public_base, stream_token
-from .webhook import Webhook
 
 log = logging.getLogger("ivr.media")
 
@@ -38,12 +37,11 @@ def media(ws) -> None:
     from speech.models import ModelNotAvailable
 
     svc = current_app.extensions["ivr"]
-    handshake = Webhook(request.environ, svc)
-    if not is_valid_websocket(handshake):
+    if not is_valid_websocket(request, svc.config):
         log.warning("rejected a Media Stream without a valid X-Twilio-Signature")
         ws.close(reason=1008, message="invalid signature")
         return
-    base = public_base(handshake)
+    base = public_base(request, svc.config)
     # The stream's `language` parameter (the flow's language) picks the model.
     session = MediaStreamSession(svc.vosk_models, language="en-US")
     try:

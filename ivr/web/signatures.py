@@ -6,103 +6,66 @@ from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host.
 By default the signature is an HMAC-SHA1 keyed with the account's auth token. When a Twilio
 Webhook Setting signs with a SharedKey instead, the request says so in
 X-Twilio-Webhooks-Signature-Settings (`key=<id>,algorithm=HMAC_SHA256`), and the secret comes
-from TWILIO_WEBHOOK_SHARED_KEYS.
+from TWILIO_WEBHOOK_SHARED_KEYS. The check itself is twilio's `RequestValidator`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import logging
 from functools import lru_cache
-from typing import Any
 
 from twilio.request_validator import RequestValidator
-from werkzeug.datastructures import MultiDict
+from werkzeug import Request
 
-from .webhook import Webhook
+from ivr.config import Config
 
 log = logging.getLogger("ivr.security")
 
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
-ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+ALGORITHMS = ("HMAC_SHA1", "HMAC_SHA256")
 _unknown_keys: set[str] = set()  # shared key ids already reported as missing (a few)
 
 
-def public_base(hook: Webhook) -> str:
+def public_base(request: Request, config: Config) -> str:
     """The server's base URL as Twilio sees it: PUBLIC_URL, else rebuilt from the proxy's
     X-Forwarded-Proto/Host headers, else from the request itself."""
-    if hook.config.public_url:
-        return hook.config.public_url.rstrip("/")
-    proto = (hook.header("X-Forwarded-Proto") or hook.scheme).split(",")[0].strip()
-    host = (hook.header("X-Forwarded-Host") or hook.host).split(",")[0].strip()
-    return f"{proto}://{host}{hook.script_root}"
+    if config.public_url:
+        return config.public_url.rstrip("/")
+    headers = request.headers
+    proto = (headers.get("X-Forwarded-Proto") or request.scheme).split(",")[0].strip()
+    host = (headers.get("X-Forwarded-Host") or request.host).split(",")[0].strip()
+    return f"{proto}://{host}{request.script_root}"
 
 
-def public_url(hook: Webhook) -> str:
+def _path_and_query(request: Request) -> str:
+    # The query as it came (percent-encoded, as Twilio signed it).
+    query = request.query_string.decode("utf-8", "replace")
+    return request.path + (f"?{query}" if query else "")
+
+
+def public_url(request: Request, config: Config) -> str:
     """The URL of the request as Twilio called it."""
-    query = hook.query_string
-    return public_base(hook) + hook.path + (f"?{query}" if query else "")
+    return public_base(request, config) + _path_and_query(request)
 
 
-def websocket_base(hook: Webhook) -> str:
+def websocket_base(request: Request, config: Config) -> str:
     """public_base() with ws:// or wss://, for Media Streams."""
-    base = public_base(hook)
-    return "wss://" + base[len("https://"):] if base.startswith("https://") else (
-        "ws://" + base[len("http://"):] if base.startswith("http://") else base)
+    base = public_base(request, config)
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if base.startswith(http):
+            return ws + base[len(http):]
+    return base
 
 
-def is_valid_websocket(hook: Webhook) -> bool:
-    """Twilio signs a Media Stream's WebSocket handshake over the wss:// URL, with no params."""
-    if not hook.config.validate_signatures:
-        return True
-    signature = hook.header("X-Twilio-Signature")
-    key = signing_key(hook)
-    if not signature or key is None:
-        return False
-    secret, algorithm = key
-    query = hook.query_string
-    path = hook.path + (f"?{query}" if query else "")
-    validator = RequestValidator(secret)
-    return any(validator.validate(base + path, {}, signature, algorithm)
-               for base in (websocket_base(hook), public_base(hook)))
-
-
-@lru_cache(maxsize=4)
-def _validator(token: str) -> RequestValidator:
-    return RequestValidator(token)
-
-
-def signature(token: str, url: str, params: Any, algorithm: str = "HMAC_SHA1") -> str:
-    """Twilio's X-Twilio-Signature for a request: an HMAC (SHA-1 unless a Webhook Setting
-    chose SHA-256) of the URL followed by every parameter's name and value, names sorted (and
-    a repeated name's values sorted, once each), in base64. `params` is a list of (name,
-    value) pairs, a dict or a MultiDict. The same as twilio's
-    RequestValidator.compute_signature, at a fraction of its CPU, which counts on every webhook."""
-    if hasattr(params, "items"):
-        pairs = list(params.items(multi=True)) if hasattr(params, "lists") else list(params.items())
-    else:
-        pairs = list(params)
-    names = {name for name, _ in pairs}
-    if len(names) == len(pairs):  # each name once (Twilio's way): the pairs sort by name
-        ordered = sorted(pairs)
-    else:
-        ordered = [(name, value) for name in sorted(names)
-                   for value in sorted({v for n, v in pairs if n == name})]
-    text = url + "".join([name + value for name, value in ordered])
-    digest = hmac.digest(token.encode(), text.encode(), ALGORITHMS[algorithm])
-    return base64.b64encode(digest).decode()
-
-
-def signing_key(hook: Webhook) -> tuple[str, str] | None:
+def signing_key(request: Request, config: Config) -> tuple[str, str] | None:
     """(secret, algorithm) Twilio signed the request with: the auth token and HMAC_SHA1, or
     the SharedKey and algorithm its signature settings header names. None when the server
     does not have that secret, or the algorithm is unknown."""
-    cfg = hook.config
-    settings = hook.header(SETTINGS_HEADER).strip()
+    settings = request.headers.get(SETTINGS_HEADER, "").strip()
     if not settings:  # as twilio's validator reads it: the auth token
-        return (cfg.twilio_auth_token, "HMAC_SHA1") if cfg.twilio_auth_token else None
+        return (config.twilio_auth_token, "HMAC_SHA1") if config.twilio_auth_token else None
     fields = dict(part.strip().partition("=")[::2] for part in settings.split(","))
     key_id, algorithm = fields.get("key", "").strip(), fields.get("algorithm", "").strip().upper()
     algorithm = algorithm or "HMAC_SHA1"
@@ -111,7 +74,7 @@ def signing_key(hook: Webhook) -> tuple[str, str] | None:
                     algorithm, ", ".join(ALGORITHMS))
         return None
     try:
-        keys = cfg.shared_keys
+        keys = config.shared_keys
     except ValueError as exc:  # `ivr serve` refuses to start with it; an embedding app may not
         log.error("%s: webhooks signed with a shared key are rejected", exc)
         return None
@@ -129,23 +92,37 @@ def signing_key(hook: Webhook) -> tuple[str, str] | None:
     return secret, algorithm
 
 
-def is_valid(hook: Webhook) -> bool:
-    """Whether the request carries Twilio's valid X-Twilio-Signature (always, with signature
-    validation turned off)."""
-    if not hook.config.validate_signatures:
+@lru_cache(maxsize=8)
+def _validator(secret: str) -> RequestValidator:
+    return RequestValidator(secret)
+
+
+def is_valid(request: Request, config: Config) -> bool:
+    """Whether a webhook carries Twilio's valid X-Twilio-Signature over its URL and every
+    form parameter, repeated ones included (always true with signature validation off).
+    Reads the form: a body over MAX_CONTENT_LENGTH raises werkzeug's RequestEntityTooLarge."""
+    if not config.validate_signatures:
         return True
-    given = hook.header("X-Twilio-Signature")
-    key = signing_key(hook)
+    given = request.headers.get("X-Twilio-Signature", "")
+    key = signing_key(request, config)
     if not given or key is None:
         return False
     secret, algorithm = key
-    pairs = hook.pairs if hook.method == "POST" else []
-    url = public_url(hook)
-    # One HMAC for the URL as rebuilt; the library's full check (which also tries the URL with
-    # and without a port) only when that does not match.
-    if hmac.compare_digest(signature(secret, url, pairs, algorithm), given):
+    return _validator(secret).validate(public_url(request, config), request.form, given, algorithm)
+
+
+def is_valid_websocket(request: Request, config: Config) -> bool:
+    """Twilio signs a Media Stream's WebSocket handshake over the wss:// URL, with no params."""
+    if not config.validate_signatures:
         return True
-    return _validator(secret).validate(url, MultiDict(pairs), given, algorithm)
+    given = request.headers.get("X-Twilio-Signature", "")
+    key = signing_key(request, config)
+    if not given or key is None:
+        return False
+    secret, algorithm = key
+    path = _path_and_query(request)
+    return any(_validator(secret).validate(base + path, {}, given, algorithm)
+               for base in (websocket_base(request, config), public_base(request, config)))
 
 
 def stream_token(auth_token: str, call_sid: str, step: int | str) -> str:

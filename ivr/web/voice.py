@@ -1,24 +1,31 @@
-"""The Twilio voice webhooks: HTTP in, engine events through, TwiML out.
+"""The Twilio voice webhooks: the `voice` blueprint. HTTP in, engine events through, TwiML out.
 
 Twilio calls `POST /voice` when a call arrives and `POST /voice/status` when it ends; every
-other URL reaches the server through the TwiML it sends back. All of them need a valid
-X-Twilio-Signature. Whatever fails inside (Redis down, a broken flow, a bug), the caller
-gets valid TwiML: an apology and a way to a person, never an HTTP 500 and silence.
+other URL reaches the server through the TwiML it sends back.
 
-The views are plain functions of the request (`Webhook`), answered in front of Flask by
-`ivr.web.webhook.Webhooks`: see that module for why.
+- Every request must carry a valid X-Twilio-Signature (`check_signature`, the blueprint's
+  before_request): 403 without one, 413 for a body over MAX_CONTENT_LENGTH, each refusal
+  logged by `ivr.security`.
+- Whatever fails inside (Redis down, a broken flow, a bug), the caller gets valid TwiML from
+  the blueprint's error handler: an apology and a way to a person, never an HTTP 500.
+- Each view reads `request.form` once and hands it on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
 from callbacks import web as cbweb
+from ivr.config import Config
 from ivr.engine import events as E
 from ivr.engine.runner import run
 from ivr.engine.states import Outcome, Wait, hung_up
@@ -26,38 +33,96 @@ from ivr.phone import normalize
 from ivr.runtime.services import Services, caller_context
 
 from . import twiml
-from .signatures import public_base, stream_token, websocket_base
-from .webhook import Reply, Routes, Webhook, empty, first_values, xml
+from .signatures import is_valid, public_base, public_url, stream_token, websocket_base
 
 log = logging.getLogger("ivr.voice")
+refused = logging.getLogger("ivr.security")  # requests turned away: one logger to alert on
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 FINAL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 ENDED_TTL = 15 * 60  # keep an ended call's state a little while for late webhooks
+LOCK_WAIT_S = 8.0  # how long a step waits for a concurrent step of its call
+# A failed request may still hold the call's lock (Twilio gave up on it after 15 s): the
+# fallback waits for it only briefly, so that its own answer comes within Twilio's 15 s.
+FALLBACK_LOCK_WAIT_S = 2.0
 
 
-def fail_safe(hook: Webhook, reason: str, flow=None) -> Reply:
-    """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
-    number when the flow is known, else the server's."""
-    log.error("call %s failed safe: %s", hook.form.get("CallSid", "?"), reason)
-    number = (flow.settings.fallback_number if flow is not None else None) or hook.config.fallback_number
-    return xml(twiml.apology(number or None))
+def webhook(rule: str) -> Callable:
+    """A view of Twilio's: POST only (anything else gets 405 with `Allow: POST`)."""
+    return bp.route(rule, methods=["POST"], provide_automatic_options=False)
 
 
-def _on_error(hook: Webhook, exc: Exception) -> Reply:
+def _services() -> Services:
+    return current_app.extensions["ivr"]
+
+
+def _config() -> Config:
+    return current_app.config["IVR"]
+
+
+def _twiml(body: str, status: int = 200) -> Response:
+    return Response(body, status, mimetype="text/xml")
+
+
+def _no_content(status: int = 204) -> Response:
+    response = Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
+def _refuse(status: int, message: str) -> Response:
+    return Response(message, status, mimetype="text/plain")
+
+
+# -- before and after every webhook ----------------------------------------------------------
+
+
+@bp.before_request
+def check_signature() -> Response | None:
+    """Refuse what Twilio did not sign; note the path the server is published under."""
+    config = _config()
     try:
-        return fail_safe(hook, f"{type(exc).__name__}: {exc}")
+        valid = is_valid(request, config)
+    except Exception as exc:  # noqa: BLE001 - a body that cannot be read is not verified
+        refused.warning("rejected a request to %s whose signature could not be checked: %s",
+                        request.path, type(exc).__name__)
+        if isinstance(exc, RequestEntityTooLarge):
+            return _refuse(413, "Request body too large")
+        return _refuse(403, "Forbidden")
+    if not valid:
+        refused.warning("rejected unsigned or badly signed request to %s (checked URL %s)",
+                        request.path, public_url(request, config))
+        return _refuse(403, "Forbidden")
+    # TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's).
+    twiml.set_prefix(_path_of(public_base(request, config)))
+    return None
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> HTTPException:
+    """A refusal werkzeug raised (a body over MAX_CONTENT_LENGTH read by a view): as is."""
+    return exc
+
+
+@bp.errorhandler(Exception)
+def fail_safe_on_error(exc: Exception) -> Response:
+    """A bug or an outage (Redis down, a lock timeout): the caller still hears us."""
+    try:
+        log.error("call %s: webhook %s failed", request.form.get("CallSid", "?"), request.path,
+                  exc_info=exc)
+        return fail_safe(f"{type(exc).__name__}: {exc}", g.get("flow"))
     except Exception:  # not even the form could be read: the server's fallback number
         log.exception("the fail-safe answer failed too")
-        return xml(twiml.apology(hook.config.fallback_number or None))
+        return _twiml(twiml.apology(_config().fallback_number or None))
 
 
-routes = Routes("/voice", on_error=_on_error)
-
-
-@routes.before_request
-def _published_path(hook: Webhook) -> None:
-    """TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's)."""
-    twiml.set_prefix(_path_of(public_base(hook)))
+def fail_safe(reason: str, flow=None) -> Response:
+    """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
+    number when the flow is known, else the server's."""
+    log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
+    number = (flow.settings.fallback_number if flow is not None else None) or _config().fallback_number
+    return _twiml(twiml.apology(number or None))
 
 
 @lru_cache(maxsize=64)
@@ -65,16 +130,25 @@ def _path_of(url: str) -> str:
     return urlsplit(url).path
 
 
-def _int(hook: Webhook, name: str) -> int | None:
+# -- one step of a call ----------------------------------------------------------------------
+
+
+def _url_args() -> Mapping[str, str]:
+    """The URL's parameters; when the fallback URL runs a failed webhook again, the failed
+    URL's (its step token, the words our own recognizer heard)."""
+    return g.failed_url_args if "failed_url_args" in g else request.args
+
+
+def _int(form: Mapping[str, str], name: str) -> int | None:
     try:
-        return int(hook.form.get(name, ""))
+        return int(form.get(name, ""))
     except ValueError:
         return None
 
 
-def _step_token(hook: Webhook) -> int:
+def _step_token() -> int:
     try:
-        return int(hook.args.get("s", "0"))
+        return int(_url_args().get("s", "0"))
     except ValueError:
         return -1
 
@@ -85,82 +159,73 @@ def _context(svc: Services, sid: str, flow, state: dict | None, arrival: str | N
         svc.callbacks, sid, flow, state, svc.calls.prefetched(sid), (arrival, svc.calls.asked(sid))))
 
 
-def _after_step(svc: Services, sid: str, event: E.Event, state: dict | None, result, flow):
-    """Book or cancel callbacks the engine asked for; returns the change to the caller's
-    place in line, for `_save` to store with the state."""
-    return cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
-
-
 def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwargs) -> None:
     """Store the step: state, log records, answer and the caller's place in line, at once."""
     replies = svc.calls.save(sid, state, records, commands=line.commands, reads=line.reads, **kwargs)
     line.saved(svc.callbacks, replies)
 
 
-def _advance(hook: Webhook, build: Callable[[dict | None], E.Event], *, answer: bool = True,
-             flow_id: str | None = None, arrival: str | None = None) -> Reply:
+def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *,
+             answer: bool = True, flow_id: str | None = None, arrival: str | None = None) -> Response:
     """Apply one event to the call named by CallSid and answer with TwiML.
 
     `answer` requests (the ones whose TwiML drives the call) are idempotent: the step token
     `s` in the URL tells a retry from a new step, and a retry gets the stored answer.
     `flow_id` names the flow of a call we placed (a callback) instead of the called number.
     `arrival` is a new call's caller number, whose lookups go with taking the lock.
+    What raises here is answered by `fail_safe_on_error`, with the call's flow once known.
     """
-    sid = hook.form.get("CallSid", "")
+    sid = form.get("CallSid", "")
     if not sid:
-        return xml(twiml.text("Sorry, this request is missing its call id."), 400)
-    svc = hook.services
+        return _twiml(twiml.text("Sorry, this request is missing its call id."), 400)
+    svc = _services()
     cfg = svc.config
-    flow = None
-    try:
-        svc.ensure_recorder_thread()
-        token = _step_token(hook)
-        with svc.calls.lock(sid, wait_s=hook.lock_wait_s, reads=cbweb.arrival_reads(arrival),
-                            step=token if answer else None):
-            state, last_step, last_twiml = svc.calls.load(sid)
-            if answer and state is not None and token < last_step and last_twiml:
-                log.info("call %s: repeated request for step %s, answering as before", sid, token)
-                return xml(last_twiml)
-            event = build(state)
-            if isinstance(event, E.CallStarted):
-                flow = _flow_for(svc, flow_id) if flow_id else svc.registry.for_number(event.to_number)
-                if flow is None:
-                    return fail_safe(hook, f"no flow answers calls to {event.to_number}")
-                event = dataclasses.replace(
-                    event, caller=event.caller or caller_context(svc.registry, flow, event.from_number))
-            elif state is None:
-                return fail_safe(hook, f"no live state for {type(event).__name__}")
-            else:
-                flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
-                if flow is None:
-                    return fail_safe(hook, f"flow '{state['flow']}' is no longer loaded")
-            result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
-            line = _after_step(svc, sid, event, state, result, flow)
-            for failed in (s for s in result.steps if s["event"] == "error"):
-                log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
-                          "person: %s", sid, failed["flow"], failed["node"],
-                          (failed.get("detail") or {}).get("error"))
-            records = _log_records(sid, event, result)
-            if answer:
-                step = last_step + 1
-                live = None
-                current = svc.registry.get(result.state.get("flow")) or flow  # after a goto_flow
-                if svc.vosk_available(current):
-                    live = twiml.LiveSpeech(websocket_base(hook) + "/voice/media", current.language,
-                                            stream_token(cfg.twilio_auth_token, sid, step))
-                previous = twiml.stream_name(last_step)
-                stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
-                body = twiml.render(result.actions, step, sid, live, stop)
-                _save(svc, sid, result.state, records, line, step=step, twiml=body)
-                if isinstance(event, E.RecordingDone) and event.url:
-                    _process_later(svc, sid, event, records, flow)
-            else:
-                body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
-                _save(svc, sid, result.state, records, line)
-            return xml(body)
-    except Exception as exc:  # Redis down, lock timeout, a bug: the caller still hears us
-        log.exception("call %s: webhook failed", sid)
-        return fail_safe(hook, f"{type(exc).__name__}: {exc}", flow)
+    svc.ensure_recorder_thread()
+    token = _step_token()
+    with svc.calls.lock(sid, wait_s=g.get("lock_wait_s", LOCK_WAIT_S),
+                        reads=cbweb.arrival_reads(arrival), step=token if answer else None):
+        state, last_step, last_twiml = svc.calls.load(sid)
+        if answer and state is not None and token < last_step and last_twiml:
+            log.info("call %s: repeated request for step %s, answering as before", sid, token)
+            return _twiml(last_twiml)
+        event = build(state)
+        if isinstance(event, E.CallStarted):
+            flow = _flow_for(svc, flow_id) if flow_id else svc.registry.for_number(event.to_number)
+            if flow is None:
+                return fail_safe(f"no flow answers calls to {event.to_number}")
+            event = dataclasses.replace(
+                event, caller=event.caller or caller_context(svc.registry, flow, event.from_number))
+        elif state is None:
+            return fail_safe(f"no live state for {type(event).__name__}")
+        else:
+            flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
+            if flow is None:
+                return fail_safe(f"flow '{state['flow']}' is no longer loaded")
+        g.flow = flow  # whose fallback number an error from here on dials
+        result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
+        line = cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
+        for failed in (s for s in result.steps if s["event"] == "error"):
+            log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
+                      "person: %s", sid, failed["flow"], failed["node"],
+                      (failed.get("detail") or {}).get("error"))
+        records = _log_records(sid, event, result)
+        if answer:
+            step = last_step + 1
+            live = None
+            current = svc.registry.get(result.state.get("flow")) or flow  # after a goto_flow
+            if svc.vosk_available(current):
+                live = twiml.LiveSpeech(websocket_base(request, cfg) + "/voice/media",
+                                        current.language, stream_token(cfg.twilio_auth_token, sid, step))
+            previous = twiml.stream_name(last_step)
+            stop = previous if last_twiml and f'name="{previous}"' in last_twiml else None
+            body = twiml.render(result.actions, step, sid, live, stop)
+            _save(svc, sid, result.state, records, line, step=step, twiml=body)
+            if isinstance(event, E.RecordingDone) and event.url:
+                _process_later(svc, sid, event, records, flow)
+        else:
+            body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
+            _save(svc, sid, result.state, records, line)
+        return _twiml(body)
 
 
 def _flow_for(svc: Services, flow_id: str):
@@ -209,29 +274,29 @@ def _log_records(sid: str, event: E.Event, result) -> list[dict]:
 # -- the webhooks ------------------------------------------------------------------------
 
 
-@routes.post("")
-def incoming(hook: Webhook) -> Reply:
+@webhook("")
+def incoming() -> Response:
     """Twilio's Voice URL: a call has arrived."""
-    f = hook.form
-    region = hook.config.default_region
-    caller = normalize(f.get("From"), region)
-    return _advance(hook, lambda state: E.CallStarted(
-        f.get("CallSid", ""), caller, normalize(f.get("To"), region) or f.get("To"),
-        parent_call_sid=f.get("ParentCallSid") or None), arrival=caller)
+    form = request.form
+    region = _config().default_region
+    caller = normalize(form.get("From"), region)
+    return _advance(form, lambda state: E.CallStarted(
+        form.get("CallSid", ""), caller, normalize(form.get("To"), region) or form.get("To"),
+        parent_call_sid=form.get("ParentCallSid") or None), arrival=caller)
 
 
-@routes.post("/gather")
-def gather(hook: Webhook) -> Reply:
-    f, args = hook.form, hook.args
+@webhook("/gather")
+def gather() -> Response:
+    form, args = request.form, _url_args()
 
     def event(state):
-        if f.get("Digits"):
-            return E.Digits(f["Digits"])
+        if form.get("Digits"):
+            return E.Digits(form["Digits"])
         # Twilio's recognizer posts SpeechResult; our own (vosk, ivr.web.media) redirects the call
         # here with the words in the signed URL.
-        text = f.get("SpeechResult", "").strip() or args.get("speech", "").strip()
+        text = form.get("SpeechResult", "").strip() or args.get("speech", "").strip()
         if text:
-            raw = f.get("Confidence") or args.get("confidence", "")
+            raw = form.get("Confidence") or args.get("confidence", "")
             try:
                 confidence = float(raw)
             except ValueError:
@@ -239,55 +304,58 @@ def gather(hook: Webhook) -> Reply:
             return E.Speech(text, confidence)
         return E.NoInput()
 
-    return _advance(hook, event)
+    return _advance(form, event)
 
 
-@routes.post("/queue/wait")
-def queue_wait(hook: Webhook) -> Reply:
-    return _advance(hook, lambda state: E.QueueWait(
-        _int(hook, "QueuePosition"), _int(hook, "QueueTime"), _int(hook, "AvgQueueTime"),
-        _int(hook, "CurrentQueueSize")), answer=False)
+@webhook("/queue/wait")
+def queue_wait() -> Response:
+    form = request.form
+    return _advance(form, lambda state: E.QueueWait(
+        _int(form, "QueuePosition"), _int(form, "QueueTime"), _int(form, "AvgQueueTime"),
+        _int(form, "CurrentQueueSize")), answer=False)
 
 
-@routes.post("/queue/offer")
-def queue_offer(hook: Webhook) -> Reply:
+@webhook("/queue/offer")
+def queue_offer() -> Response:
     """A key press or words during the hold music (the callback offer's <Gather>)."""
-    f = hook.form
+    form = request.form
 
     def event(state):
-        if f.get("Digits"):
-            return E.Digits(f["Digits"])
-        return E.Speech(f.get("SpeechResult", "").strip(), None)
+        if form.get("Digits"):
+            return E.Digits(form["Digits"])
+        return E.Speech(form.get("SpeechResult", "").strip(), None)
 
-    return _advance(hook, event, answer=False)
-
-
-@routes.post("/queue/left")
-def queue_left(hook: Webhook) -> Reply:
-    return _advance(hook, lambda state: E.QueueLeft(hook.form.get("QueueResult", "error"),
-                                                    _int(hook, "QueueTime")))
+    return _advance(form, event, answer=False)
 
 
-@routes.post("/dial")
-def dial(hook: Webhook) -> Reply:
-    return _advance(hook, lambda state: E.TransferEnded(hook.form.get("DialCallStatus", "failed"),
-                                                        _int(hook, "DialCallDuration")))
+@webhook("/queue/left")
+def queue_left() -> Response:
+    form = request.form
+    return _advance(form, lambda state: E.QueueLeft(form.get("QueueResult", "error"),
+                                                    _int(form, "QueueTime")))
 
 
-@routes.post("/record")
-def record(hook: Webhook) -> Reply:
-    f = hook.form
-    return _advance(hook, lambda state: E.RecordingDone(
-        f.get("RecordingUrl") or None, _int(hook, "RecordingDuration"), f.get("Digits") or None))
+@webhook("/dial")
+def dial() -> Response:
+    form = request.form
+    return _advance(form, lambda state: E.TransferEnded(form.get("DialCallStatus", "failed"),
+                                                        _int(form, "DialCallDuration")))
 
 
-@routes.post("/whisper")
-def whisper(hook: Webhook) -> Reply:
+@webhook("/record")
+def record() -> Response:
+    form = request.form
+    return _advance(form, lambda state: E.RecordingDone(
+        form.get("RecordingUrl") or None, _int(form, "RecordingDuration"), form.get("Digits") or None))
+
+
+@webhook("/whisper")
+def whisper() -> Response:
     """Played to the agent who answers a transfer, before the caller is connected."""
-    parent = hook.args.get("call", "")
+    parent = request.args.get("call", "")
     text = "Incoming support call."
     try:
-        svc = hook.services
+        svc = _services()
         state, _, _ = svc.calls.load(parent)
         if state and state.get("whisper"):
             text = state["whisper"]
@@ -295,20 +363,20 @@ def whisper(hook: Webhook) -> Reply:
             cbweb.connected(svc.callbacks, state["callback"])  # the agent answered a callback call
     except Exception:  # the agent still gets the call, just without the summary
         log.exception("whisper for %s: could not read call state", parent)
-    return xml(twiml.text(text, hangup=False))
+    return _twiml(twiml.text(text, hangup=False))
 
 
-@routes.post("/status")
-def status(hook: Webhook) -> Reply:
+@webhook("/status")
+def status() -> Response:
     """Twilio's status callback: closes the call record with its duration and outcome."""
-    f = hook.form
-    return _call_ended(hook.services, f.get("CallSid", ""), f.get("CallStatus", ""),
-                       _int(hook, "CallDuration"))
+    form = request.form
+    return _call_ended(form.get("CallSid", ""), form.get("CallStatus", ""), _int(form, "CallDuration"))
 
 
-def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None) -> Reply:
+def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
     if call_status not in FINAL_STATUSES:
-        return empty()
+        return _no_content()
+    svc = _services()
     try:
         svc.ensure_recorder_thread()
         with svc.calls.lock(sid):
@@ -319,16 +387,16 @@ def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None)
                     svc.calls.log([{"type": "call_ended", "call_sid": sid, "status": call_status,
                                     "duration_s": duration, "ended_at": ended_at,
                                     "outcome": None, "last_node": None}])
-                return empty()
+                return _no_content()
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
                 result_state, steps, ended = dict(state, wait=Wait.ENDED, hung_up=True, line=None), [], {
                     "outcome": state.get("outcome") or Outcome.ABANDONED, "last_node": state.get("node")}
                 line = cbweb.line_change(sid, state, result_state)
             else:
-                result = run(flow, state, E.HangUp(call_status, duration),
-                             _context(svc, sid, flow, state))
-                line = _after_step(svc, sid, E.HangUp(call_status, duration), state, result, flow)
+                hangup = E.HangUp(call_status, duration)
+                result = run(flow, state, hangup, _context(svc, sid, flow, state))
+                line = cbweb.after_step(svc.callbacks, sid, hangup, state, result, flow)
                 result_state, steps, ended = result.state, result.steps, result.ended or {}
             records = [{"type": "step", "call_sid": sid, **s} for s in steps]
             records.append({"type": "call_ended", "call_sid": sid, "status": call_status,
@@ -338,12 +406,27 @@ def _call_ended(svc: Services, sid: str, call_status: str, duration: int | None)
     except Exception:
         # Twilio retries nothing here and the caller is gone; log loudly for the supervisor.
         log.exception("status callback for %s could not be recorded", sid)
-        return empty(503)
-    return empty()
+        return _no_content(503)
+    return _no_content()
 
 
-@routes.post("/fallback")
-def fallback(hook: Webhook) -> Reply:
+# -- the fallback URL ------------------------------------------------------------------------
+
+# Webhooks the fallback URL may run again, with the fields the fallback request must carry for
+# it (any one of them): the failed request's own answer to the step. A hold-music cycle, the
+# callback offer and the agent's whisper are left out: they keep no answer per step, so a
+# failed request that did run would run twice.
+RECOVERABLE: dict[str, tuple[str, ...]] = {
+    "voice.incoming": (),
+    "voice.gather": ("Digits", "SpeechResult"),
+    "voice.queue_left": ("QueueResult",),
+    "voice.dial": ("DialCallStatus",),
+    "voice.record": ("RecordingUrl",),
+}
+
+
+@webhook("/fallback")
+def fallback() -> Response:
     """Twilio's fallback URL: a webhook of the call failed (no answer, an HTTP error, a timeout).
 
     When Twilio could not fetch the answer of one of the call's webhooks, a proxy's dropped
@@ -352,58 +435,42 @@ def fallback(hook: Webhook) -> Reply:
     it was, and one it did not store runs here, if this request carries what the caller did
     (the digits, the recording...). Anything else, or a second failure, gets the apology and
     a person."""
-    f = hook.form
-    sid, code, failed_url = f.get("CallSid", ""), f.get("ErrorCode", ""), f.get("ErrorUrl", "")
+    form = request.form
+    sid, code, failed_url = form.get("CallSid", ""), form.get("ErrorCode", ""), form.get("ErrorUrl", "")
     reason = f"Twilio used the fallback URL (ErrorCode={code}, ErrorUrl={failed_url})"
-    found = _recoverable(hook, code, failed_url)
+    found = _recoverable(code, failed_url)
     if found is None or not sid:
-        return fail_safe(hook, reason)
+        return fail_safe(reason)
     view, needs = found
-    args = first_values(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
+    args = MultiDict(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
     try:
-        state, last_step, last_twiml = hook.services.calls.load(sid)
+        state, last_step, last_twiml = _services().calls.load(sid)
         token = int(args.get("s", "0"))
     except ValueError:
-        return fail_safe(hook, f"{reason}; its step token is not a number")
+        return fail_safe(f"{reason}; its step token is not a number")
     except Exception as exc:  # Redis down: the step cannot run here either
-        return fail_safe(hook, f"{reason}; again: {type(exc).__name__}: {exc}")
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
     if state is not None and token < last_step and last_twiml:
         log.warning("call %s: %s; answering that step as before", sid, reason)
-        return xml(last_twiml)
-    if needs and not any(f.get(name) for name in needs):
+        return _twiml(last_twiml)
+    if needs and not any(form.get(name) for name in needs):
         # Twilio need not send the failed request's own fields again: without them the step
         # would run as if the caller had done nothing (or a transfer had failed).
-        return fail_safe(hook, f"{reason}; this request lacks {' or '.join(needs)}")
+        return fail_safe(f"{reason}; this request lacks {' or '.join(needs)}")
     log.warning("call %s: %s; running that webhook again", sid, reason)
+    # the view reads its step token from the URL that failed, not from this one
+    g.failed_url_args, g.lock_wait_s = args, FALLBACK_LOCK_WAIT_S
     try:
-        # the view reads its step token from the URL that failed, not from this one
-        reply = view(hook.derived(args=args, lock_wait_s=FALLBACK_LOCK_WAIT_S))
+        response = view()
     except Exception as exc:
         log.exception("call %s: running %s again failed", sid, failed_url)
-        return fail_safe(hook, f"{reason}; again: {type(exc).__name__}: {exc}")
-    if reply.status != 200:  # the same refusal would end the call
-        return fail_safe(hook, f"{reason}; again: HTTP {reply.status}")
-    return reply
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}", g.get("flow"))
+    if response.status_code != 200:  # the same refusal would end the call
+        return fail_safe(f"{reason}; again: HTTP {response.status_code}")
+    return response
 
 
-# Webhooks the fallback URL may run again, with the fields the fallback request must carry for
-# it (any one of them): the failed request's own answer to the step. A hold-music cycle, the
-# callback offer and the agent's whisper are left out: they keep no answer per step, so a
-# failed request that did run would run twice.
-RECOVERABLE: dict[str, tuple[str, ...]] = {
-    "incoming": (),
-    "gather": ("Digits", "SpeechResult"),
-    "queue_left": ("QueueResult",),
-    "dial": ("DialCallStatus",),
-    "record": ("RecordingUrl",),
-}
-# A failed request may still hold the call's lock (Twilio gave up on it after 15 s): the
-# fallback waits for it only briefly, so that its own answer comes within Twilio's 15 s.
-FALLBACK_LOCK_WAIT_S = 2.0
-
-
-def _recoverable(hook: Webhook, code: str,
-                 failed_url: str) -> tuple[Callable[[Webhook], Reply], tuple[str, ...]] | None:
+def _recoverable(code: str, failed_url: str) -> tuple[Callable[[], Response], tuple[str, ...]] | None:
     """The view to run again for a fallback request and the fields it needs, or None. Only
     failures to fetch an answer (Twilio's 112xx errors: no connection, an HTTP error status,
     a timeout) qualify: an answer Twilio could not parse or run (12100 and on) would come out
@@ -412,67 +479,71 @@ def _recoverable(hook: Webhook, code: str,
         return None
     # Its host may differ from ours (a fallback URL on another name of the same deployment);
     # its path must be one of our webhooks, under the path we are published at.
-    prefix = _path_of(public_base(hook)).rstrip("/")
+    prefix = _path_of(public_base(request, _config())).rstrip("/")
     path = urlsplit(failed_url).path
     if prefix and not path.startswith(prefix + "/"):
         return None
-    view = routes.view(path[len(prefix):])
-    if view is None or view.__name__ not in RECOVERABLE:
+    try:
+        endpoint, _ = current_app.url_map.bind("ivr").match(path[len(prefix):], method="POST")
+    except HTTPException:  # not found, or not a webhook's path
+        return None
+    if endpoint not in RECOVERABLE:
         return None
     # this request's signature was checked already; the failed URL's cannot be checked here
-    return view, RECOVERABLE[view.__name__]
+    return current_app.view_functions[endpoint], RECOVERABLE[endpoint]
 
 
-@routes.post("/fallback/done")
-def fallback_done(hook: Webhook) -> Reply:
-    if hook.form.get("RecordingUrl"):
+@webhook("/fallback/done")
+def fallback_done() -> Response:
+    form = request.form
+    if form.get("RecordingUrl"):
         log.error("call %s left a message while the system was failing: %s",
-                  hook.form.get("CallSid"), hook.form.get("RecordingUrl"))
-    return xml(twiml.text("Thank you. We will call you back. Goodbye."))
+                  form.get("CallSid"), form.get("RecordingUrl"))
+    return _twiml(twiml.text("Thank you. We will call you back. Goodbye."))
 
 
 # -- callback calls (placed by callbacks/dispatch.py) -------------------------------------------
 
 
-def _callback_args(hook: Webhook) -> tuple[str, int]:
+def _callback_args() -> tuple[str, int]:
+    args = request.args
     try:
-        return hook.args.get("cb", ""), int(hook.args.get("a", "0"))
+        return args.get("cb", ""), int(args.get("a", "0"))
     except ValueError:
-        return hook.args.get("cb", ""), 0
+        return args.get("cb", ""), 0
 
 
-@routes.post("/callback")
-def callback_answered(hook: Webhook) -> Reply:
+@webhook("/callback")
+def callback_answered() -> Response:
     """A callback call was answered (after answering-machine detection): run the callback flow,
     or hang up on a machine (the attempt then counts as one, and is retried)."""
-    f = hook.form
-    svc = hook.services
-    callback_id, attempt = _callback_args(hook)
+    form = request.form
+    svc = _services()
+    callback_id, attempt = _callback_args()
     try:
-        verdict, record = cbweb.answer_leg(svc.callbacks, callback_id, attempt, f)
+        verdict, record = cbweb.answer_leg(svc.callbacks, callback_id, attempt, form)
     except Exception:  # Redis trouble: apologise; the status callback settles the attempt
         log.exception("callback %s: answered, but the callback could not be read", callback_id)
-        return xml(twiml.text("Sorry, we're having technical difficulties. We'll call you back soon."))
+        return _twiml(twiml.text("Sorry, we're having technical difficulties. We'll call you back soon."))
     if verdict != "run":
         log.info("callback %s attempt %s: %s, hanging up", callback_id, attempt,
                  "an answering machine" if verdict == "machine" else "not the current attempt")
-        return xml(twiml.hangup())
+        return _twiml(twiml.hangup())
     caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
     context = cbweb.leg_context(svc.callbacks, record)
-    return _advance(hook, lambda state: E.CallStarted(
-        f.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
+    return _advance(form, lambda state: E.CallStarted(
+        form.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
         parent_call_sid=record.get("call_sid"), callback=context), flow_id=record.get("flow") or "callback")
 
 
-@routes.post("/callback/status")
-def callback_status(hook: Webhook) -> Reply:
+@webhook("/callback/status")
+def callback_status() -> Response:
     """Status callbacks of a callback call: the attempt's outcome, then the usual end of call."""
-    f = hook.form
-    callback_id, attempt = _callback_args(hook)
+    form = request.form
+    callback_id, attempt = _callback_args()
     try:
-        cbweb.leg_status(hook.services.callbacks, callback_id, attempt, f)
+        cbweb.leg_status(_services().callbacks, callback_id, attempt, form)
     except Exception:
         log.exception("callback %s: status %s could not be applied; the sweep will ask Twilio",
-                      callback_id, f.get("CallStatus"))
-    return _call_ended(hook.services, f.get("CallSid", ""), f.get("CallStatus", ""),
-                       _int(hook, "CallDuration"))
+                      callback_id, form.get("CallStatus"))
+    return _call_ended(form.get("CallSid", ""), form.get("CallStatus", ""), _int(form, "CallDuration"))
