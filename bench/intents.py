@@ -1,18 +1,21 @@
-"""Benchmark the default intent matcher on shared/bench/intents and the unseen sets.
+"""Benchmark the default intent matcher of a language on its shared benchmark and the unseen sets.
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/intents.py                 # dev split + generalisation checks
+    .venv/bin/python bench/intents.py                 # English: dev split + generalisation checks
     .venv/bin/python bench/intents.py --split test    # the held-out test split (report once)
+    .venv/bin/python bench/intents.py --language fr-FR --split both   # French, shared/bench/intents-fr
     .venv/bin/python bench/intents.py --json          # one JSON object instead of text
 
 The process pins itself to one CPU core (``--cores all`` to disable), so latency is the
-per-utterance figure on one core. Start-up (import, load the model, build the index for
-the benchmark's intent set) is measured in a fresh subprocess, cold.
+per-utterance figure on one core. Start-up (import, load the model or the French word lists,
+build the index for the benchmark's intent set) and the resident memory it adds are measured
+in a fresh subprocess, cold.
 
 Figures reported: the split(s) asked for; the leave-one-intent-out check on dev (each
 intent removed in turn, its cases relabelled fallback: the same threshold must still
-hold); and the intent sets under tests/fixtures/intents, which were never tuned on.
+hold); and the intent sets in the language under tests/fixtures/intents (``fr_*`` are
+French), which were never tuned on.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from speech.evaluate import evaluate, load_cases, load_intents  # noqa: E402
-from speech.intents import FALLBACK, build_matcher  # noqa: E402
+from speech.intents import FALLBACK, build_matcher, language_kind  # noqa: E402
 
-DEFAULT_BENCH = Path(os.environ.get("IVR_INTENT_BENCH", ROOT.parent / "shared/bench/intents"))
+#: The shared benchmark of each language, beside the repository (IVR_INTENT_BENCH overrides).
+BENCHES = {"embedding": "shared/bench/intents", "french": "shared/bench/intents-fr"}
 FIXTURES = ROOT / "tests/fixtures/intents"
 KEYS = ("n", "in_scope_acc", "false_reject_rate", "false_accept_rate", "confirm_rate", "p50_ms", "p99_ms")
 
@@ -47,41 +51,61 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def startup_seconds(examples: Path) -> dict:
-    """Cold start-up in a fresh interpreter: imports + model load + index build."""
+def startup_seconds(examples: Path, language: str) -> dict:
+    """Cold start-up in a fresh interpreter: imports + model (or word lists) + index build, and
+    the resident memory (RSS) the process gained from just after the interpreter started."""
+    load = "get_analyzer" if language_kind(language) == "french" else "get_encoder"
+    module = "speech.french" if load == "get_analyzer" else "speech.intents"
     code = (
         "import json, time; t0 = time.perf_counter()\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'): return int(line.split()[1]) / 1024\n"
+        "r0 = rss()\n"
         "from speech.evaluate import load_intents\n"
-        "from speech.intents import build_matcher, get_encoder\n"
+        f"from speech.intents import build_matcher\nfrom {module} import {load}\n"
         f"specs = load_intents({str(examples)!r})\n"
-        "t1 = time.perf_counter(); get_encoder(); t2 = time.perf_counter()\n"
-        "m = build_matcher(specs); t3 = time.perf_counter()\n"
+        f"t1 = time.perf_counter(); {load}(); t2 = time.perf_counter()\n"
+        f"m = build_matcher(specs, language={language!r}); t3 = time.perf_counter()\n"
         "print(json.dumps({'startup_s': round(t3 - t0, 3), 'model_load_s': round(t2 - t1, 3),"
-        " 'index_build_s': round(t3 - t2, 3), 'matcher': type(m).__name__}))\n"
+        " 'index_build_s': round(t3 - t2, 3), 'matcher': type(m).__name__,"
+        " 'rss_added_mib': round(rss() - r0, 1)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def leave_one_out(intents: dict, cases: list[dict]) -> dict:
+def fixture_language(name: str) -> str:
+    """The language of an intent set under tests/fixtures/intents, from its name."""
+    return "fr-FR" if name.startswith("fr_") else "en-US"
+
+
+def leave_one_out(intents: dict, cases: list[dict], language: str) -> dict:
     """Remove each intent in turn; its cases become fallback cases."""
     out = {}
     for dropped in intents:
         rest = {k: v for k, v in intents.items() if k != dropped}
         relabelled = [{**c, "route": FALLBACK} if c["route"] == dropped else c for c in cases]
-        report = evaluate(rest, relabelled, build_matcher(rest))
+        report = evaluate(rest, relabelled, build_matcher(rest, language=language))
         out[dropped] = {k: report[k] for k in ("in_scope_acc", "false_accept_rate")}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH)
+    parser.add_argument("--language", default="en-US", help="en-US (default) or fr-FR")
+    parser.add_argument("--bench-dir", type=Path, default=None,
+                        help="default: the language's benchmark beside the repository")
     parser.add_argument("--split", choices=["dev", "test", "both"], default="dev")
     parser.add_argument("--cores", choices=["one", "all"], default="one")
     parser.add_argument("--no-generalisation", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    kind = language_kind(args.language)
+    if kind not in BENCHES:
+        parser.error(f"no benchmark for {args.language}: use en-US or fr-FR")
+    if args.bench_dir is None:
+        args.bench_dir = Path(os.environ.get("IVR_INTENT_BENCH", ROOT.parent / BENCHES[kind]))
 
     examples = args.bench_dir / "examples.yaml"
     if not examples.exists():
@@ -96,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             "pinned_to_one_core": args.cores == "one",
             "python": platform.python_version(),
         },
-        "startup": startup_seconds(examples),
+        "language": args.language,
+        "startup": startup_seconds(examples, args.language),
     }
     intents = load_intents(examples)
     splits = ["dev", "test"] if args.split == "both" else [args.split]
     for split in splits:
-        report = evaluate(intents, load_cases(args.bench_dir / f"{split}.jsonl"))
+        report = evaluate(intents, load_cases(args.bench_dir / f"{split}.jsonl"), language=args.language)
         result[split] = {k: report[k] for k in KEYS} | {
             "misroute_rate": report["misroute_rate"],
             "per_intent": report["per_intent"],
@@ -109,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_generalisation:
         started = time.perf_counter()
         dev_cases = load_cases(args.bench_dir / "dev.jsonl")
-        result["dev_leave_one_intent_out"] = leave_one_out(intents, dev_cases)
+        result["dev_leave_one_intent_out"] = leave_one_out(intents, dev_cases, args.language)
         for fixture in sorted(FIXTURES.glob("*_intents.yaml")):
             name = fixture.name.removesuffix("_intents.yaml")
-            report = evaluate(load_intents(fixture), load_cases(FIXTURES / f"{name}_cases.jsonl"))
+            language = fixture_language(name)
+            if language_kind(language) != kind:
+                continue
+            cases = load_cases(FIXTURES / f"{name}_cases.jsonl")
+            report = evaluate(load_intents(fixture), cases, language=language)
             result[f"unseen_{name}"] = {k: report[k] for k in KEYS}
         result["generalisation_s"] = round(time.perf_counter() - started, 1)
 
@@ -127,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     s = result["startup"]
     print(
         f"start-up (cold, fresh process): {s['startup_s']:.2f} s "
-        f"(model load {s['model_load_s']:.2f} s, index build {s['index_build_s']:.2f} s)"
+        f"(model load {s['model_load_s']:.2f} s, index build {s['index_build_s']:.2f} s), "
+        f"{s['rss_added_mib']:.0f} MiB resident memory added, {s['matcher']}"
     )
     header = f"{'set':<24}" + "".join(f"{k:>18}" for k in KEYS)
     print(header)

@@ -12,7 +12,7 @@ import sys
 import click
 
 from speech.evaluate import evaluate, load_cases, load_intents_and_language
-from speech.intents import CONFIRM_BELOW, REJECT_BELOW, build_matcher
+from speech.intents import CONFIRM_BELOW, REJECT_BELOW, build_matcher, language_kind
 
 __all__ = ["intents"]
 
@@ -29,14 +29,18 @@ def _load_with_language(intents_file: str) -> tuple[dict, str | None]:
         raise click.ClickException(str(exc)) from exc
 
 
-def _live_kind(language: str | None, kind: str) -> str:
-    """The matcher live calls of this flow use: keyword-only outside English (the meaning
-    model is English; see ivr.flows.intents.intent_matcher)."""
-    if language and not language.lower().startswith("en") and kind == "default":
-        click.echo(f"note: a {language} flow matches exact phrases and keywords only on live calls; "
-                   "measuring that", err=True)
-        return "keyword"
-    return kind
+def _language(flow_language: str | None, option: str | None, kind: str) -> str | None:
+    """The language to match in: --language, else the flow's; says so when live calls in it
+    match exact phrases and keywords only (see ivr.flows.intents.intent_matcher)."""
+    language = option or flow_language
+    if kind == "default" and language_kind(language) == "keyword":
+        click.echo(f"note: a {language} flow matches exact phrases and keywords only on live calls "
+                   "(speech is understood in English and French); measuring that", err=True)
+    return language
+
+
+_LANGUAGE_HELP = ("The language callers speak, as a flow's `language` (fr-FR, en-US...): it chooses "
+                  "the matcher. Default: the flow's language, or English for an intents file.")
 
 
 @intents.command(name="eval")
@@ -56,13 +60,14 @@ def _live_kind(language: str | None, kind: str) -> str:
     help='JSON lines: {"text": ..., "route": intent name or "fallback"}.',
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--language", default=None, help=_LANGUAGE_HELP)
 @click.option(
     "--matcher",
     "kind",
-    type=click.Choice(["default", "embedding", "keyword"]),
+    type=click.Choice(["default", "embedding", "french", "keyword"]),
     default="default",
     show_default=True,
-    help="Which matcher to measure.",
+    help="Which matcher to measure: default is the one live calls in the language use.",
 )
 @click.option(
     "--reject-below",
@@ -80,13 +85,14 @@ def eval_command(
     intents_file: str,
     cases_file: str,
     as_json: bool,
+    language: str | None,
     kind: str,
     reject_below: float | None,
     confirm_below: float | None,
 ) -> None:
     """Route every case and report accuracy, false accepts/rejects and latency."""
-    specs, language = _load_with_language(intents_file)
-    kind = _live_kind(language, kind)
+    specs, flow_language = _load_with_language(intents_file)
+    language = _language(flow_language, language, kind)
     try:
         cases = load_cases(cases_file)
     except (OSError, ValueError) as exc:
@@ -96,15 +102,16 @@ def eval_command(
         options["reject_below"] = reject_below
     if confirm_below is not None:
         options["confirm_below"] = max(confirm_below, reject_below or 0.0)
-    if options and kind == "keyword":
-        raise click.ClickException("--reject-below/--confirm-below need an embedding matcher")
+    if options and (kind == "keyword" or (kind == "default" and language_kind(language) == "keyword")):
+        raise click.ClickException("--reject-below/--confirm-below need the English or French matcher")
     try:
-        matcher = build_matcher(specs, kind, **options) if options else None
-        report = evaluate(specs, cases, matcher, kind=kind)
+        matcher = build_matcher(specs, kind, language=language, **options) if options else None
+        report = evaluate(specs, cases, matcher, kind=kind, language=language)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     report["intents_file"] = intents_file
     report["cases_file"] = cases_file
+    report["language"] = language
     if as_json:
         click.echo(json.dumps(report, sort_keys=False))
         return
@@ -119,11 +126,13 @@ def eval_command(
     type=click.Path(exists=True, dir_okay=False),
     help="A flow file (its intents), or a YAML or JSON file of intents.",
 )
+@click.option("--language", default=None, help=_LANGUAGE_HELP)
 @click.argument("utterances", nargs=-1)
-def try_command(intents_file: str, utterances: tuple[str, ...]) -> None:
+def try_command(intents_file: str, language: str | None, utterances: tuple[str, ...]) -> None:
     """Show what the matcher makes of UTTERANCES (or of lines on standard input)."""
-    specs, language = _load_with_language(intents_file)
-    matcher = build_matcher(specs, _live_kind(language, "default"))
+    specs, flow_language = _load_with_language(intents_file)
+    language = _language(flow_language, language, "default")
+    matcher = build_matcher(specs, language=language)
     lines = utterances or tuple(line.rstrip("\n") for line in sys.stdin)
     for text in lines:
         if not text.strip():

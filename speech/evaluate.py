@@ -110,11 +110,12 @@ def evaluate(
     matcher: IntentMatcher | None = None,
     *,
     kind: str = "default",
+    language: str | None = None,
     warmup: int = 5,
 ) -> dict[str, Any]:
     """Run every case through a matcher and return the figures as a JSON-ready dict.
 
-    ``matcher`` defaults to ``build_matcher(intents, kind)``; the time to build it is
+    ``matcher`` defaults to ``build_matcher(intents, kind, language=language)``; the time to build it is
     reported as ``build_ms`` (it includes loading the model if this is the first use in
     the process). Raises ValueError when a case's route is neither an intent nor
     "fallback".
@@ -128,7 +129,7 @@ def evaluate(
     build_ms = None
     if matcher is None:
         started = time.perf_counter()
-        matcher = build_matcher(specs, kind)
+        matcher = build_matcher(specs, kind, language=language)
         build_ms = round((time.perf_counter() - started) * 1000, 1)
 
     for case in cases[:warmup]:

@@ -28,6 +28,10 @@ right?"). Exact and keyword matches have confidence 1.0.
 
 The model loads once per process (thread-safe) and is shared by every matcher. When its
 packages are not installed, :func:`build_matcher` falls back to :class:`KeywordMatcher`.
+
+The model and its background are English. :func:`build_matcher` chooses by the flow's
+language: this matcher for English, :class:`speech.french.FrenchMatcher` for French, and the
+keyword matcher (exact phrases and keywords only) for any other language.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ __all__ = [
     "build_matcher",
     "get_encoder",
     "hints",
+    "language_kind",
     "parse_intents",
 ]
 
@@ -689,19 +694,35 @@ class EmbeddingMatcher:
 # --------------------------------------------------------------------------- factory
 
 
-def build_matcher(intents: Mapping[str, Any], kind: str = "default", **options: Any) -> IntentMatcher:
-    """A matcher for ``intents``.
+def language_kind(language: str | None) -> str:
+    """The matcher a flow in ``language`` uses by default: "embedding" for English (or no
+    language given), "french" for French, "keyword" for any other language (the meaning model
+    is English: in another language it would route any words with full confidence)."""
+    primary = (language or "en").replace("_", "-").split("-")[0].lower()
+    return {"en": "embedding", "fr": "french"}.get(primary, "keyword")
 
-    ``kind``: "default" (the embedding matcher, or KeywordMatcher with a logged warning
-    when the model packages are missing), "embedding" (raises ModelUnavailable instead of
-    falling back) or "keyword". ``options`` go to :class:`EmbeddingMatcher`
-    (``reject_below``, ``confirm_below``).
+
+def build_matcher(
+    intents: Mapping[str, Any], kind: str = "default", *, language: str | None = None, **options: Any
+) -> IntentMatcher:
+    """A matcher for ``intents``, said in ``language`` (a flow's ``language``; None is English).
+
+    ``kind``: "default" (the matcher for the language: see :func:`language_kind`; for English,
+    KeywordMatcher with a logged warning when the model packages are missing), "embedding"
+    (the English model; raises ModelUnavailable instead of falling back), "french"
+    (:class:`speech.french.FrenchMatcher`) or "keyword". ``options`` (``reject_below``,
+    ``confirm_below``) go to the embedding or French matcher.
     """
     specs = _as_specs(intents)
-    if kind == "keyword":
+    if kind not in ("default", "embedding", "french", "keyword"):
+        raise ValueError(f"unknown matcher kind {kind!r}: use 'default', 'embedding', 'french' or 'keyword'")
+    chosen = language_kind(language) if kind == "default" else kind
+    if chosen == "keyword":
         return KeywordMatcher(specs)
-    if kind not in ("default", "embedding"):
-        raise ValueError(f"unknown matcher kind {kind!r}: use 'default', 'embedding' or 'keyword'")
+    if chosen == "french":
+        from speech.french import FrenchMatcher
+
+        return FrenchMatcher(specs, **options)
     try:
         return EmbeddingMatcher(specs, **options)
     except ModelUnavailable as exc:

@@ -14,18 +14,19 @@ log = logging.getLogger("ivr")
 
 
 def intent_matcher(flow: Flow):
-    """The flow's intent matcher (built by the speech package; cached per flow version)."""
-    from speech.intents import IntentSpec, build_matcher
+    """The flow's intent matcher for its language (built by the speech package; cached per
+    flow version): meaning in English, words and synonyms in French, exact phrases and
+    keywords in any other language."""
+    from speech.intents import IntentSpec, build_matcher, language_kind
 
     specs = {name: IntentSpec(phrases=list(i.phrases), keywords=list(i.keywords))
              for name, i in flow.intents.items()}
-    if not flow.language.lower().startswith("en"):
+    if language_kind(flow.language) == "keyword":
         # The meaning model and its off-topic background are English: in other languages it
         # would route any words with full confidence. Exact phrases and keywords only.
-        log.info("flow '%s' (%s): intents match exact phrases and keywords (the meaning step is "
-                 "English only)", flow.id, flow.language)
-        return build_matcher(specs, "keyword")
-    return build_matcher(specs)
+        log.info("flow '%s' (%s): intents match exact phrases and keywords (speech is understood "
+                 "in English and French)", flow.id, flow.language)
+    return build_matcher(specs, language=flow.language)
 
 
 @dataclass
