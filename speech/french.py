@@ -248,7 +248,7 @@ class FrenchAnalyzer:
                 with self._lock:
                     found = self._stemmer.stemWord(word)
                 found = _root(_strip_accents(found))
-            if len(self._stem_cache) < 200_000:
+            if len(self._stem_cache) < 50_000:
                 self._stem_cache[word] = found
         return found
 

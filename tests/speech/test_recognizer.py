@@ -213,6 +213,19 @@ def test_registry_from_env_resolves_regional_codes_and_reports_missing(tmp_path)
         registry.get("fr")
 
 
+def test_a_french_flow_finds_its_model_and_is_told_which_to_install(tmp_path):
+    """No French model comes from a registry: the error names the one to download, and a
+    model configured as `fr` serves flows in fr-FR, fr-CA..."""
+    registry = ModelRegistry.from_env({}, use_pip_models=False)
+    with pytest.raises(ModelNotAvailable) as err:
+        registry.get("fr-FR")
+    assert "vosk-model-small-fr-0.22" in str(err.value)
+    assert 'IVR_VOSK_MODELS="fr-FR=/path/to/model"' in str(err.value)
+    registry = ModelRegistry.from_env({"IVR_VOSK_MODELS": f"fr={tmp_path / 'fr'}"}, use_pip_models=False)
+    assert registry.resolve("fr-FR") == ("fr", tmp_path / "fr")
+    assert registry.resolve("fr_CA") == ("fr", tmp_path / "fr")
+
+
 def test_registry_loads_each_language_once_across_threads(monkeypatch, tmp_path):
     calls = []
 
