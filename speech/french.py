@@ -57,6 +57,9 @@ BACKGROUND_WEIGHT = 1.0
 #: A concept the intent does not have, but whose topic it has (a caller says "prélèvement" to an
 #: intent written with "facture"), counts this share of the topic's IDF weight.
 TOPIC_WEIGHT = 0.5
+#: A word the caller says alone that the intent has only inside an expression ("carte" to an
+#: intent written with "carte bancaire") counts this share of its IDF weight.
+PART_WEIGHT = 0.5
 #: A keyword's concept counts this many times its IDF weight.
 KEYWORD_BOOST = 2.0
 #: Evidence -> confidence: ``1 / (1 + exp(-(evidence - EVIDENCE_MID) / EVIDENCE_SCALE))``.
@@ -126,6 +129,21 @@ def _strip_accents(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+_FEMININE = (("ères", "er"), ("ère", "er"), ("ieres", "ier"), ("iere", "ier"), ("euses", "eur"),
+             ("euse", "eur"), ("rices", "eur"), ("rice", "eur"), ("iennes", "ien"), ("ienne", "ien"))
+
+
+def _base_form(word: str) -> str:
+    """A word in the masculine singular, roughly, so that the stemmer sees one form: Snowball
+    leaves conseiller, conseillers and conseillère with three stems."""
+    for ending, replacement in _FEMININE:
+        if word.endswith(ending) and len(word) > len(ending) + 2:
+            return word[: -len(ending)] + replacement
+    if len(word) > 4 and word[-1] == "s" and word[-2] not in "su":
+        return word[:-1]
+    return word
+
+
 def _root(stem: str) -> str:
     """A stem without its final vowels, when enough is left: Snowball leaves some verb forms
     apart (résilie -> resil, résilier -> resili) that mean the same for routing."""
@@ -180,6 +198,10 @@ class Analysis:
 
     concepts: tuple[str, ...]
     words: tuple[str, ...]
+    #: the content words inside the expressions matched (``carte`` of ``carte bancaire``)
+    parts: tuple[str, ...] = ()
+    #: the stems of every content word, in order (expressions included)
+    stems: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -213,6 +235,8 @@ class FrenchAnalyzer:
         # concept of a single stem; expressions (several stems) in longest-first order
         self.single: dict[str, str] = {}
         self.expressions: dict[tuple[str, ...], str] = {}
+        #: words matched as written ("=opérateur": not opération, which has the same stem)
+        self.exact_words: dict[str, str] = {}
         #: the topic of each synonym group (its "[topic]" section), if any
         self.topics: dict[str, str] = {}
         topic = ""
@@ -227,6 +251,9 @@ class FrenchAnalyzer:
             if concept and topic:
                 self.topics[concept] = topic
             for item in items[1:] if not concept else items:
+                if item.startswith("="):  # this word as written, not every word of its stem
+                    self.exact_words[_strip_accents(item[1:].strip().lower())] = concept
+                    continue
                 stems = tuple(self.stems(item))
                 if len(stems) == 1:
                     self.single.setdefault(stems[0], concept)
@@ -246,7 +273,7 @@ class FrenchAnalyzer:
                 found = word
             else:
                 with self._lock:
-                    found = self._stemmer.stemWord(word)
+                    found = self._stemmer.stemWord(_base_form(word))
                 found = _root(_strip_accents(found))
             if len(self._stem_cache) < 50_000:
                 self._stem_cache[word] = found
@@ -262,6 +289,9 @@ class FrenchAnalyzer:
         bare = [_strip_accents(w) for w in words]
         concepts: list[str] = []
         said: list[str] = []
+        parts: list[str] = []
+        content = [stems[j] for j in range(len(stems))
+                   if bare[j] not in self.stopwords and not stems[j].isdigit()]
         i = 0
         while i < len(stems):
             for size in range(min(self._longest, len(stems) - i), 1, -1):
@@ -270,14 +300,19 @@ class FrenchAnalyzer:
                     if concept:  # "" is an expression that says nothing
                         concepts.append(concept)
                         said.append(" ".join(stems[i : i + size]))
+                        parts.extend(self._word_concept(stems[j], bare[j]) for j in range(i, i + size)
+                                     if bare[j] not in self.stopwords and not stems[j].isdigit())
                     i += size
                     break
             else:
                 if bare[i] not in self.stopwords and not stems[i].isdigit():
-                    concepts.append(self.single.get(stems[i], stems[i]))
+                    concepts.append(self._word_concept(stems[i], bare[i]))
                     said.append(stems[i])
                 i += 1
-        return Analysis(tuple(concepts), tuple(said))
+        return Analysis(tuple(concepts), tuple(said), tuple(parts), tuple(content))
+
+    def _word_concept(self, stem: str, bare: str) -> str:
+        return self.exact_words.get(bare) or self.single.get(stem, stem)
 
 
 def _data_lines(name: str) -> list[str]:
@@ -312,6 +347,7 @@ class _Intent:
 
     concepts: set[str]  # of its phrases, name and keywords
     keywords: set[str]  # the concepts of its keywords
+    parts: set[str]  # the words inside its phrases' expressions, not otherwise its concepts
     topic_share: dict[str, float]  # topic -> share of its phrases that name it
 
 
@@ -335,7 +371,7 @@ class FrenchMatcher:
         self.reject_below = reject_below
         self.confirm_below = confirm_below
         self.analyzer = analyzer or get_analyzer()
-        self._keywords: list[tuple[tuple[str, ...], str]] = []
+        self._keywords: list[tuple[tuple[str, ...], str]] = []  # (content stems, intent)
         self._index: dict[str, _Intent] = {}
         exact: dict[tuple[str, ...], set[str]] = {}
         for name, spec in self.intents.items():
@@ -354,16 +390,19 @@ class FrenchMatcher:
                     frequency[item] = frequency.get(item, 0) + 1
             return {item: math.log((count + 1) / (n + 0.5)) / unit for item, n in frequency.items()}
 
-        self._idf = idf(i.concepts for i in self._index.values())
+        self._idf = idf(i.concepts | i.parts for i in self._index.values())
         self._topic_idf = idf(set(i.topic_share) for i in self._index.values())
 
     def _read_intent(self, name: str, spec: IntentSpec, exact: dict[tuple[str, ...], set[str]]) -> _Intent:
         topics = self.analyzer.topics
         concepts: set[str] = set()
+        parts: set[str] = set()
         named: dict[str, int] = {}
         phrases = (*spec.phrases, intent_label(name))
         for phrase in phrases:
-            analysed = self.analyzer.analyze(phrase).concepts
+            analysis = self.analyzer.analyze(phrase)
+            analysed = analysis.concepts
+            parts.update(analysis.parts)
             if analysed:
                 exact.setdefault(analysed, set()).add(name)
             concepts.update(analysed)
@@ -371,17 +410,20 @@ class FrenchMatcher:
                 named[topic] = named.get(topic, 0) + 1
         keywords: set[str] = set()
         for keyword in spec.keywords:
-            analysed = self.analyzer.analyze(keyword).concepts
-            if analysed:
-                self._keywords.append((analysed, name))
-            keywords.update(analysed)
+            analysis = self.analyzer.analyze(keyword)
+            if analysis.stems:
+                self._keywords.append((analysis.stems, name))
+            concepts.update(analysis.concepts)
+            if len(analysis.stems) == 1:  # "fuite de gaz" must not make every gas a leak
+                keywords.update(analysis.concepts)
         share = {topic: n / len(phrases) for topic, n in named.items()}
-        return _Intent(concepts | keywords, keywords, share)
+        return _Intent(concepts, keywords, parts - concepts, share)
 
-    def _match_keywords(self, concepts: tuple[str, ...]) -> str | None:
+    def _match_keywords(self, stems: tuple[str, ...]) -> str | None:
+        """The intent whose longest keyword the utterance says (its words, on stems)."""
         best: dict[str, int] = {}
         for keyword, name in self._keywords:
-            if _contains(concepts, keyword):
+            if _contains(stems, keyword):
                 best[name] = max(best.get(name, 0), len(keyword))
         ranked = sorted(best.items(), key=lambda item: -item[1])
         if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
@@ -391,6 +433,9 @@ class FrenchMatcher:
     def evidence(self, text: str) -> tuple[tuple[str, ...], list[tuple[str, float]]]:
         """The utterance's concepts and every intent's evidence, best first."""
         analysis = self.analyzer.analyze(text)
+        return analysis.concepts, self._evidence(analysis)
+
+    def _evidence(self, analysis: Analysis) -> list[tuple[str, float]]:
         background = self.analyzer.background
         topics = self.analyzer.topics
         # each concept once, through the word said for it that off-topic speech uses least
@@ -409,6 +454,8 @@ class FrenchMatcher:
                 if concept in intent.concepts:
                     boost = KEYWORD_BOOST if concept in intent.keywords else 1.0
                     share += self._idf[concept] * boost * specific
+                elif concept in intent.parts:
+                    share += self._idf[concept] * PART_WEIGHT * specific
                 elif topics.get(concept) in intent.topic_share:
                     topic = topics[concept]
                     related[topic] = max(related.get(topic, 0.0), specific)
@@ -421,19 +468,22 @@ class FrenchMatcher:
             rival = ranked[1][1] if i == 0 and len(ranked) > 1 else ranked[0][1]
             scored.append((name, share - unknown - RUNNER_UP_WEIGHT * rival))
         scored.sort(key=lambda item: -item[1])
-        return analysis.concepts, scored
+        return scored
 
     def match(self, text: str) -> IntentMatch:
-        concepts, scored = self.evidence(text)
+        analysis = self.analyzer.analyze(text)
+        concepts = analysis.concepts
         if not concepts:
             return NO_MATCH
         shown = " ".join(concepts)
         name = self._exact.get(concepts)
-        if name is not None:
+        # a phrase said in words off-topic speech also uses ("il y a quelqu'un") is not sure
+        if name is not None and not any(self.analyzer.background.get(w) for w in analysis.words):
             return IntentMatch(name, 1.0, False, "exact", text=shown)
-        name = self._match_keywords(concepts)
+        name = self._match_keywords(analysis.stems)
         if name is not None:
             return IntentMatch(name, 1.0, False, "keyword", text=shown)
+        scored = self._evidence(analysis)
         confidences = [(n, round(evidence_to_confidence(e), 4)) for n, e in scored]
         best, confidence = confidences[0]
         alternatives = tuple(confidences[1:4])
