@@ -25,9 +25,9 @@ their synonyms, in three steps:
    :data:`REJECT_BELOW` (fall back) and :data:`CONFIRM_BELOW` (confirm first).
 
 Exact phrases and keywords decide first, with confidence 1, as in
-:class:`speech.intents.KeywordMatcher`, but on concepts: "ma facturation" is the phrase
-"question sur ma facture" said another way, and ``conseillère`` finds the keyword
-``conseiller``.
+:class:`speech.intents.KeywordMatcher`: phrases on concepts ("ma facturation" is the phrase
+"question sur ma facture" said another way), unless the words said are common off-topic;
+keywords on the stems of their words (``conseillère`` finds the keyword ``conseiller``).
 """
 
 from __future__ import annotations
