@@ -49,6 +49,10 @@ class FlowError(Exception):
         return [p for p in self.problems if p.severity == "error"]
 
 
+class FlowRuntimeError(Exception):
+    """A flow did something impossible at run time (a runaway loop, a missing flow)."""
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     """Return " (did you mean 'x'?)" for a likely misspelling, or an empty string."""
     close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)

@@ -3,6 +3,11 @@
     events       what happens on a call (a call starts, keys, speech, the queue, a hang-up)
     actions      what the telephony layer is told to do (say, gather, enqueue, dial...)
     runner       `run`: one event applied to one call
+    context      what the engine is given from outside (the time, lookups, estimates...)
+    nodes        what each node kind does on a call, one module each, and their table
+    kind         the record a node kind's module fills in (`NodeKind`)
+    callback_dialogue  a caller on hold takes a callback instead; pending callbacks
+    wording      yes and no, and waits in words
     states       what a call waits for, how it ended, where a callback is (str enums)
     simulation   a call driven in process, without a phone (simulator, flow tests, test calls)
 

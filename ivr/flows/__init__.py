@@ -1,6 +1,9 @@
 """The flow language: what operators write, and what it means once loaded.
 
-    model        typed flow objects (nodes, prompts, intents, settings)
+    model        typed flow objects shared by every node (prompts, intents, settings)
+    nodes        the node kinds, one module each (their YAML, schema, checks, drawing),
+                 and the table the loader, checker and diagrams read
+    schema       the JSON Schema of flow files, made from its base and each node kind
     yamlsource   YAML with the line and column of every value
     loader       a flow file -> a Flow, or every problem with file:line:column
     checker      graph checks and the time each destination costs a caller

@@ -4,6 +4,9 @@ Schema validation makes sure each node is well formed; this module looks at the 
 whole: nodes nobody can reach, menus with no way out when the caller says nothing, loops
 that never end, calls that would stop without a word, and how long a caller spends in
 prompts before reaching each destination.
+
+What is particular to one kind of node (a menu with no way out, a say node with no `next`)
+is its kind's `check`, in ivr/flows/nodes; this module walks the graph and calls them.
 """
 
 from __future__ import annotations
@@ -15,113 +18,75 @@ from dataclasses import dataclass, field
 from ivr.errors import Problem, suggest
 
 from .directory import CALLER_KEYS, column_key
-from .model import (
-    DESTINATION_KINDS,
-    WAITING_KINDS,
-    AskNode,
-    Flow,
-    GotoFlowNode,
-    HangupNode,
-    Node,
-    QueueNode,
-    RecordNode,
-    SayNode,
-    SetNode,
-    TransferNode,
-)
-from .prompts import announcement, prompt_seconds, text_seconds
+from .model import Flow, Node
+from .nodes import KINDS, Exit
 
-PERSON_KINDS = ("queue", "transfer")
+
+@dataclass
+class GraphCheck:
+    """What a node kind's check is given: the flow as a graph, and where to report."""
+
+    flow: Flow
+    reachable: set[str]  # from the start
+    reaches_a_person: set[str]  # nodes with a path to a queue or a transfer
+    problems: list[Problem] = field(default_factory=list)
+
+    def at(self, node: Node, message: str, severity: str = "error", code: str = "",
+           sub: tuple = ()) -> None:
+        """A problem with `node` (at its key, or at `sub` inside it)."""
+        self.problems.append(self.flow.source.problem(("nodes", node.id) + sub, message, key=not sub,
+                                                      severity=severity, code=code))
+
+    def leads_back(self, target: str | None, menu: str) -> bool:
+        """Whether `target` is the menu, or reaches it through nodes that only speak or set."""
+        seen: set[str] = set()
+        while target is not None and target not in seen:
+            if target == menu:
+                return True
+            seen.add(target)
+            node = self.flow.nodes.get(target)
+            if node is None or not KINDS[node.kind].goes_straight_on:
+                return False
+            target = node.next
+        return False
 
 
 def check_flow(flow: Flow) -> list[Problem]:
     """Every graph-level error and warning for one flow."""
-    src = flow.source
-    out: list[Problem] = []
-
-    def at(node: Node, message: str, severity: str = "error", code: str = "", sub: tuple = ()):
-        out.append(src.problem(("nodes", node.id) + sub, message, key=not sub, severity=severity,
-                               code=code))
-
     graph = {n.id: [t for _, t in n.edges() if t in flow.nodes] for n in flow.nodes.values()}
-    reachable = _reach(graph, flow.start)
+    c = GraphCheck(flow, _reach(graph, flow.start),
+                   _reverse_reach(graph, [n.id for n in flow.nodes.values()
+                                          if KINDS[n.kind].reaches_a_person]))
+    at = c.at
     for node in flow.nodes.values():
-        if node.id not in reachable:
+        if node.id not in c.reachable:
             at(node, f"node '{node.id}' cannot be reached from the start ('{flow.start}')",
                "warning", "unreachable")
 
-    can_reach_person = _reverse_reach(graph, [n.id for n in flow.nodes.values()
-                                              if n.kind in PERSON_KINDS])
     for node in flow.nodes.values():
-        if isinstance(node, AskNode):
-            silent, unmatched = node.exits()
-            if not silent:
-                at(node, f"menu '{node.id}' has no way out when the caller says nothing: set "
-                   "no_input.goto, or settings.escape for the whole flow", code="silent-menu")
-            elif _leads_back(flow, silent, node.id) and node.no_input.goto is None:
-                at(node, f"menu '{node.id}' sends a silent caller back to itself through "
-                   f"settings.escape ('{silent}'), where the retries start again: they would hear it "
-                   "forever. Point settings.escape at a person, or give this menu a no_input.goto "
-                   "that leads out", code="silent-menu")
-            elif _leads_back(flow, silent, node.id):
-                at(node, f"menu '{node.id}' sends a silent caller back to itself, where the retries "
-                   "start again: they would hear it forever. Leave no_input.goto out to ask again "
-                   "(up to `retries` times), then send them on, e.g. to a person", code="silent-menu")
-            elif node.choices and not unmatched:
-                at(node, f"menu '{node.id}' has no way out when the caller is not understood: "
-                   "set no_match.goto", code="no-match-exit")
-            listens = flow.settings.speech != "off" and "speech" in node.input
-            for i, c in enumerate(node.choices):
-                if c.key is None and not listens:
-                    at(node, f"the choice for intent '{c.intent}' has no key, and this menu does not "
-                       "listen for speech (settings.speech: off, or input without speech): no caller "
-                       "can choose it; give it a key", "warning", "unreachable-choice",
-                       sub=(node.kind, "choices", i))
-            if not node.choices and not node.next:
-                at(node, f"'{node.id}' asks for input but has no choices and no 'next': where does "
-                   "the caller go after answering?", code="dead-end")
-            if node.id in reachable and node.id not in can_reach_person:
-                at(node, f"menu '{node.id}' offers no way to reach a person (no path to a queue "
-                   "or transfer); callers stuck here will hang up", "warning", "no-person")
-        elif isinstance(node, (SayNode, SetNode)) and not node.next:
-            hint = " (to end the call, use a hangup node: `hangup: \"Goodbye.\"`)" if isinstance(
-                node, SayNode) else ""
-            at(node, f"the call would stop abruptly after '{node.id}': add 'next'{hint}",
-               code="dead-end")
-        elif isinstance(node, QueueNode) and not node.next:
-            at(node, f"callers who leave queue '{node.name}' without reaching an agent are cut off: "
-               "add 'next' (e.g. voicemail)", "warning", "dead-end")
-        elif isinstance(node, TransferNode) and not node.next:
-            at(node, f"if nobody answers the transfer from '{node.id}', the call just ends: add "
-               "'next' (e.g. voicemail or a queue)", "warning", "dead-end")
-        elif isinstance(node, RecordNode) and not node.next:
-            at(node, f"after recording in '{node.id}' the call ends with no goodbye: add 'next'",
-               "warning", "dead-end")
-        if isinstance(node, SayNode) and not node.prompt:
-            at(node, f"'{node.id}' says nothing", "warning", "silence")
-        if isinstance(node, RecordNode) and not node.prompt:
-            at(node, f"'{node.id}' records without a prompt: callers hear only a beep and may not "
-               "know they are being recorded", "warning", "silence")
+        check = KINDS[node.kind].check
+        if check is not None:
+            check(c, node)
 
     for scc in _cycles(graph):
         members = set(scc)
+        kinds = [KINDS[flow.nodes[n].kind] for n in scc]
         leaves = any(t not in members for n in scc for t in graph[n])
-        ends = any(flow.nodes[n].kind in ("hangup", "goto_flow") for n in scc)
+        ends = any(k.leaves_flow for k in kinds)
         loop = " -> ".join(scc + [scc[0]])
         first = flow.nodes[scc[0]]
         if not leaves and not ends:
             at(first, f"loop with no exit: callers go round {loop} forever", code="endless-loop")
-        elif not any(flow.nodes[n].kind in WAITING_KINDS or flow.nodes[n].kind == "set"
-                     for n in scc):
+        elif not any(k.waits or k.sets_vars for k in kinds):
             at(first, f"loop {loop} never waits for the caller and changes nothing, so it can "
                "spin without end", "warning", "busy-loop")
 
-    used = {c.intent for n in flow.nodes.values() if isinstance(n, AskNode) for c in n.choices}
+    used = {i for n in flow.nodes.values() if KINDS[n.kind].intents for i in KINDS[n.kind].intents(n)}
     for name in flow.intents:
         if name not in used:
-            out.append(src.problem(("intents", name), f"intent '{name}' is declared but no menu "
-                                   "routes on it", key=True, severity="warning",
-                                   code="unused-intent"))
+            c.problems.append(flow.source.problem(("intents", name), f"intent '{name}' is declared but "
+                                                  "no menu routes on it", key=True, severity="warning",
+                                                  code="unused-intent"))
 
     for report in destination_paths(flow):
         limit = flow.settings.max_seconds_to_destination
@@ -131,7 +96,7 @@ def check_flow(flow: Flow) -> list[Problem]:
                    f"'{report.node}' by {mode} ({' -> '.join(path.route)}), over the "
                    f"{limit:.0f} s limit (settings.max_seconds_to_destination)", "warning",
                    "slow-path")
-    return out
+    return c.problems
 
 
 # -- paths to destinations -----------------------------------------------------------------
@@ -154,27 +119,14 @@ class DestinationReport:
     speech: Path | None
 
 
-def _exits(node: Node, wpm: int, mode: str, speech: bool = True) -> list[tuple[str, str, float, int]]:
-    """(label, target, seconds heard before leaving, menus passed) for the caller's choices."""
-    if isinstance(node, AskNode):
-        heard = prompt_seconds(node.prompt, wpm)
-        out = []
-        spoken = 0.0
-        for c in node.choices:
-            text = announcement(c) if node.announce else None
-            if text:
-                spoken += text_seconds(text, wpm)
-            if mode == "keypad" and c.key is not None and "dtmf" in node.input:
-                out.append((f"press {c.key}", c.goto, heard + spoken, 1))
-            if mode == "speech" and speech and c.intent and "speech" in node.input:
-                out.append((f"say '{c.intent}'", c.goto, heard, 1))
-        if node.next:
-            out.append(("answer", node.next, heard, 1))
-        return out
-    if isinstance(node, (HangupNode, GotoFlowNode)) or node.kind in DESTINATION_KINDS:
+def _exits(node: Node, wpm: int, mode: str, speech: bool = True) -> list[Exit]:
+    """The caller's ways on from a node, with the seconds heard before taking each."""
+    kind = KINDS[node.kind]
+    if kind.destination is not None or kind.leaves_flow:
         return []
-    cost = prompt_seconds(node.prompt, wpm) if isinstance(node, SayNode) else 0.0
-    return [("", t, cost, 0) for _, t in node.edges()]
+    if kind.exits is not None:
+        return kind.exits(node, wpm, mode, speech)
+    return [Exit("", t, 0.0, 0) for _, t in node.edges()]
 
 
 def destination_paths(flow: Flow) -> list[DestinationReport]:
@@ -205,22 +157,13 @@ def destination_paths(flow: Flow) -> list[DestinationReport]:
         best[mode] = dist
     reports = []
     for node in flow.nodes.values():
-        if node.kind not in DESTINATION_KINDS:
+        what = KINDS[node.kind].destination
+        if what is None:
             continue
         reports.append(DestinationReport(
-            node.id, node.kind, _what(node), best["keypad"].get(node.id), best["speech"].get(node.id)
+            node.id, node.kind, what(node), best["keypad"].get(node.id), best["speech"].get(node.id)
         ))
     return reports
-
-
-def _what(node: Node) -> str:
-    if isinstance(node, QueueNode):
-        return f"queue {node.name}"
-    if isinstance(node, TransferNode):
-        return f"transfer to {node.to}"
-    if isinstance(node, GotoFlowNode):
-        return f"flow {node.flow}"
-    return "voicemail" if isinstance(node, RecordNode) else node.kind
 
 
 # -- graph helpers -------------------------------------------------------------------------
@@ -300,20 +243,6 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
                 if len(comp) > 1 or node in graph[node]:
                     result.append(list(reversed(comp)))
     return result
-
-
-def _leads_back(flow: Flow, target: str | None, menu: str) -> bool:
-    """Whether `target` is the menu, or reaches it through nodes that only speak or set."""
-    seen: set[str] = set()
-    while target is not None and target not in seen:
-        if target == menu:
-            return True
-        seen.add(target)
-        node = flow.nodes.get(target)
-        if not isinstance(node, (SayNode, SetNode)):
-            return False
-        target = node.next
-    return False
 
 
 def caller_field_problems(flow: Flow, columns: Iterable[str] | None, directory: str = "") -> list[Problem]:

@@ -1,35 +1,20 @@
-"""Flows as diagrams for review: Mermaid (renders in GitHub and GitLab) or Graphviz DOT."""
+"""Flows as diagrams for review: Mermaid (renders in GitHub and GitLab) or Graphviz DOT.
+
+Each node kind's shape and the text in its box come from its row in ivr.flows.nodes.KINDS.
+"""
 
 from __future__ import annotations
 
 import re
 
-from .model import AskNode, Flow, Node, QueueNode, SayNode, TransferNode
-from .prompts import prompt_seconds
-
-_MERMAID_SHAPES = {
-    "say": ("[", "]"), "ask": ("{{", "}}"), "branch": ("{", "}"), "lookup": ("[(", ")]"),
-    "set": ("[/", "/]"), "queue": ("[[", "]]"), "transfer": ("[[", "]]"), "record": ("[(", ")]"),
-    "hangup": ("((", "))"), "goto_flow": (">", "]"),
-}
-_DOT_SHAPES = {
-    "say": "box", "ask": "hexagon", "branch": "diamond", "lookup": "cylinder", "set": "parallelogram",
-    "queue": "box3d", "transfer": "box3d", "record": "cylinder", "hangup": "doublecircle",
-    "goto_flow": "cds",
-}
+from .model import Flow, Node
+from .nodes import KINDS
 
 
 def _label(flow: Flow, node: Node) -> str:
-    extra = ""
-    if isinstance(node, QueueNode):
-        extra = node.name
-    elif isinstance(node, TransferNode):
-        extra = node.to
-    elif isinstance(node, (SayNode, AskNode)):
-        secs = prompt_seconds(node.prompt, flow.settings.words_per_minute)
-        extra = f"~{secs:.0f} s"
-    text = f"{node.id}\\n{node.kind}" + (f": {extra}" if extra else "")
-    return text
+    label = KINDS[node.kind].label
+    extra = label(flow, node) if label is not None else ""
+    return f"{node.id}\\n{node.kind}" + (f": {extra}" if extra else "")
 
 
 def _clean(text: str) -> str:
@@ -49,7 +34,7 @@ def _mid(node_id: str) -> str:
 def mermaid(flow: Flow) -> str:
     lines = ["flowchart TD", f"  %% flow {flow.id} ({flow.file})"]
     for node in flow.nodes.values():
-        a, b = _MERMAID_SHAPES[node.kind]
+        a, b = KINDS[node.kind].mermaid
         label = _clean(_label(flow, node)).replace("\\n", "<br/>")
         lines.append(f'  {_mid(node.id)}{a}"{label}"{b}')
     for node in flow.nodes.values():
@@ -65,7 +50,7 @@ def dot(flow: Flow) -> str:
     lines = [f'digraph "{flow.id}" {{', "  rankdir=TB;", '  node [fontname="Helvetica"];',
              '  __start [shape=point];', f'  __start -> "{flow.start}";']
     for node in flow.nodes.values():
-        lines.append(f'  "{node.id}" [shape={_DOT_SHAPES[node.kind]}, label="{_clean(_label(flow, node))}"];')
+        lines.append(f'  "{node.id}" [shape={KINDS[node.kind].dot}, label="{_clean(_label(flow, node))}"];')
     for node in flow.nodes.values():
         for label, target in node.edges():
             attr = f' [label="{_clean(label)}"]' if label and label != "next" else ""

@@ -3,15 +3,15 @@
 Three passes, each reporting every problem it finds with file, line and column:
 YAML syntax, the JSON Schema (shape of the file), then meaning (targets that exist,
 intents that are declared, hours that parse, templates that compile).
+
+Each node is built, and its meaning checked, by its kind's row in ivr.flows.nodes.KINDS;
+the `Builder` is what a kind's module is given to read its YAML and report problems.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +22,20 @@ from ivr.errors import FlowError, Problem, suggest
 from speech.normalize import normalize
 
 from . import templates
-from .model import (
-    KINDS,
-    AskNode,
-    BranchNode,
-    CallbackOffer,
-    Case,
-    Choice,
-    Flow,
-    FlowCallbacks,
-    GotoFlowNode,
-    Handler,
-    HangupNode,
-    Intent,
-    LookupNode,
-    Node,
-    Pause,
-    PlayAudio,
-    Prompt,
-    QueueNode,
-    RecordNode,
-    SayNode,
-    SayText,
-    SetNode,
-    Settings,
-    TransferNode,
-)
+from .model import Flow, FlowCallbacks, Intent, Node, Pause, PlayAudio, Prompt, SayText, Settings
+from .nodes import KINDS, NodeKind, RawNode
+from .schema import schema
 from .yamlsource import Source, parse
 
-
-@lru_cache(maxsize=1)
-def schema() -> dict:
-    """The published JSON Schema for flow files (ivr/flows/flow.schema.json)."""
-    text = resources.files("ivr.flows").joinpath("flow.schema.json").read_text("utf-8")
-    return json.loads(text)
+__all__ = ["Builder", "load_flow", "load_flow_text", "schema"]
 
 
-@lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
+    return _validator_for(tuple(KINDS.items()))
+
+
+@lru_cache(maxsize=4)
+def _validator_for(kinds: tuple[tuple[str, NodeKind], ...]) -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
@@ -219,13 +195,16 @@ def _where_words(path: tuple) -> str:
 # -- pass 3: meaning ----------------------------------------------------------------------
 
 
-class _Builder:
+class Builder:
+    """Reads one file's values into typed ones and collects the problems found on the way."""
+
     def __init__(self, src: Source, base_dir: Path):
         self.src = src
         self.base_dir = base_dir
         self.problems: list[Problem] = []
         self.texts: list[tuple[tuple, str]] = []  # every template and expression, for later checks
         self.caller_fields: list[tuple[tuple, str]] = []  # (where, column) read outside templates
+        self.broken_hours: set[str] = set()  # hours already reported as broken
 
     def error(self, path: tuple, message: str, code: str = "", key: bool = False) -> None:
         self.problems.append(self.src.problem(path, message, key=key, code=code))
@@ -240,6 +219,24 @@ class _Builder:
         except templates.TemplateError as exc:
             self.error(path, str(exc), code="template")
         return text
+
+    def target(self, flow: Flow, path: tuple, node_id: str | None) -> None:
+        """A node id at `path` must name a node of the flow."""
+        if node_id and node_id not in flow.nodes:
+            self.error(path, f"there is no node '{node_id}'{suggest(node_id, list(flow.nodes))}",
+                       code="missing-node")
+
+    def dialable(self, path: tuple, value: str, what: str, sip: bool = True) -> None:
+        """A fixed number to dial (or call from) must be one: E.164, or a sip: address."""
+        from ivr.phone import normalize
+
+        text = str(value).strip()
+        if sip and text.lower().startswith("sip:"):
+            return
+        if normalize(text) is None or not text.startswith("+"):
+            self.error(path, f"{what} '{text}' is not a phone number: write it with its country code, "
+                       f"e.g. \"+14155550100\" (in quotes){' or a sip: address' if sip else ''}",
+                       code="bad-number")
 
     def prompt(self, path: tuple, value: Any) -> Prompt:
         if value is None or value is True or value is False:
@@ -260,11 +257,11 @@ class _Builder:
 
 
 def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Problem]]:
-    b = _Builder(src, base_dir)
+    b = Builder(src, base_dir)
     d = src.data
     settings = Settings(**d.get("settings", {}))
     if settings.fallback_number:
-        _check_dialable(b, ("settings", "fallback_number"), settings.fallback_number, "fallback_number")
+        b.dialable(("settings", "fallback_number"), settings.fallback_number, "fallback_number")
     nodes: dict[str, Node] = {}
     for node_id, body in d["nodes"].items():
         nodes[node_id] = _build_node(b, node_id, body, settings)
@@ -288,7 +285,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         intents[name] = Intent(name, tuple(phrases), tuple(keywords))
 
     hours = {}
-    broken_hours = set()
+    broken_hours = b.broken_hours
     for name, spec in (d.get("hours") or {}).items():
         from .hours import HoursError, parse_hours
 
@@ -317,147 +314,22 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         callbacks=_flow_callbacks(b, d.get("callbacks")),
         source=src,
     )
-    _check_references(b, flow, d, broken_hours)
+    _check_references(b, flow)
     _check_hours_in_templates(b, flow, broken_hours)
     flow.caller_fields = tuple(_caller_fields(b, flow))
     return flow, b.problems
 
 
-def _build_node(b: _Builder, node_id: str, body: dict, settings: Settings) -> Node:
+def _build_node(b: Builder, node_id: str, body: dict, settings: Settings) -> Node:
     kind = next(k for k in body if k in KINDS)
     path = ("nodes", node_id)
-    kp = path + (kind,)
     line = b.src.where(path, key=True)[0]
     common = dict(id=node_id, kind=kind, line=line, next=body.get("next"),
                   description=body.get("description", ""))
-    v = body[kind]
-    if kind == "say":
-        return SayNode(**common, prompt=b.prompt(kp, v))
-    if kind == "ask":
-        def handler(name: str) -> Handler:
-            h = v.get(name) or {}
-            return Handler(b.prompt(kp + (name, "say"), h.get("say")), h.get("goto"), h.get("retries"))
-
-        choices = tuple(
-            Choice(goto=c["goto"], key=str(c["key"]) if "key" in c else None, label=c.get("label"),
-                   intent=c.get("intent"), say=b.prompt(kp + ("choices", i, "say"), c.get("say")))
-            for i, c in enumerate(v.get("choices", []))
-        )
-        for i, c in enumerate(choices):
-            if c.key is not None and not _KEY.match(c.key):  # numbers in YAML skip the schema's pattern
-                b.error(kp + ("choices", i, "key"), f"key '{c.key}' cannot be pressed: use 1 to 10 of "
-                        "0-9, * and #", code="bad-key")
-        if choices and body.get("next") is not None:
-            b.error(path + ("next",), "'next' is only for a question without 'choices' (a free answer "
-                    "saved with save_as); a menu goes where its choices, no_input and no_match say",
-                    key=True, code="next-on-menu")
-        return AskNode(
-            **common, prompt=b.prompt(kp + ("prompt",), v["prompt"]), choices=choices,
-            announce=v.get("announce", True), input=tuple(v.get("input", ("dtmf", "speech"))),
-            num_digits=v.get("num_digits"), finish_on_key=v.get("finish_on_key"),
-            timeout=v.get("timeout", 5), speech_timeout=v.get("speech_timeout", "auto"),
-            retries=v.get("retries", 2), no_input=handler("no_input"), no_match=handler("no_match"),
-            save_as=v.get("save_as"), confirm_below=v.get("confirm_below", settings.confirm_below),
-            escape=settings.escape,
-        )
-    if kind == "branch":
-        cases = []
-        for i, c in enumerate(v):
-            cond = c["if"]
-            if isinstance(cond, str):
-                b.texts.append((kp + (i, "if"), "{{" + cond + "}}"))
-                try:
-                    templates.check_expression(cond)
-                except templates.TemplateError as exc:
-                    b.error(kp + (i, "if"), str(exc), code="template")
-            cases.append(Case(cond, c["goto"]))
-        if "else" not in body:
-            b.error(path, f"branch node '{node_id}' needs 'else': where callers go when no "
-                    "case matches", code="missing-key", key=True)
-        return BranchNode(**common, cases=tuple(cases), otherwise=body.get("else"))
-    if kind == "lookup":
-        return LookupNode(**common, by=v.get("by", "phone"),
-                          value=b.template(kp + ("value",), v.get("value", "{{ call.from }}")),
-                          found=v["found"], not_found=v["not_found"])
-    if kind == "set":
-        for name, val in v.items():
-            if isinstance(val, str):
-                b.template(kp + (name,), val)
-        return SetNode(**common, values=tuple(v.items()))
-    if kind == "queue":
-        v = {"name": v} if isinstance(v, str) else v
-        offer = v.get("callback")
-        return QueueNode(**common, name=v["name"], say=b.prompt(kp + ("say",), v.get("say")),
-                         wait_say=b.prompt(kp + ("wait_say",), v.get("wait_say")),
-                         wait_play=v.get("wait_play"),
-                         announce_position=v.get("announce_position", True),
-                         announce_wait=v.get("announce_wait", False),
-                         max_wait=v.get("max_wait"),
-                         callback=(_callback_offer(b, kp + ("callback",), offer)
-                                   if offer not in (None, False) else None))
-    if kind == "transfer":
-        v = {"to": v} if isinstance(v, str) else v
-        whisper = v.get("whisper")
-        if "{" not in v["to"]:
-            _check_dialable(b, kp + (("to",) if isinstance(body[kind], dict) else ()), v["to"], "transfer to")
-        if v.get("caller_id"):
-            _check_dialable(b, kp + ("caller_id",), v["caller_id"], "caller_id", sip=False)
-        return TransferNode(**common, to=b.template(kp + ("to",), v["to"]),
-                            say=b.prompt(kp + ("say",), v.get("say")),
-                            whisper=b.template(kp + ("whisper",), whisper) if whisper else None,
-                            timeout=v.get("timeout", 30), caller_id=v.get("caller_id"))
-    if kind == "record":
-        v = v or {}
-        return RecordNode(**common, prompt=b.prompt(kp + ("prompt",), v.get("prompt")),
-                          max_length=v.get("max_length", 120),
-                          finish_on_key=v.get("finish_on_key", "#"), beep=v.get("beep", True),
-                          timeout=v.get("timeout", 5))
-    if kind == "hangup":
-        return HangupNode(**common, prompt=b.prompt(kp, v))
-    v = {"flow": v} if isinstance(v, str) else v
-    return GotoFlowNode(**common, flow=v["flow"], node=v.get("node"))
+    return KINDS[kind].load(b, RawNode(node_id, kind, body, body[kind], path, common, settings))
 
 
-def _callback_offer(b: _Builder, path: tuple, v: Any) -> CallbackOffer:
-    """queue.callback: `true` for every default, or a mapping (the schema checked its shape)."""
-    from .hours import HoursError, parse_hours
-
-    v = {} if v is True else v
-    key = str(v.get("key", 1))
-    if len(key) != 1:
-        b.error(path + ("key",), f"the callback key must be one key (0-9, * or #), got '{key}'",
-                code="callback-key")
-    hours = v.get("calling_hours")
-    if hours is not None:
-        try:  # the days and times are checked now; the time zone is the caller's, at dial time
-            parse_hours("calling_hours", {"timezone": "UTC", "open": hours})
-        except HoursError as exc:
-            b.error(path + ("calling_hours",) + tuple(exc.path[1:]), f"calling_hours: {exc.message}",
-                    code="hours")
-    reason = v.get("reason")
-    offer = CallbackOffer(
-        offer_after=v.get("offer_after", 120), key=key,
-        phrases=tuple(p.lower() for p in v.get("phrases", CallbackOffer.phrases)),
-        offer=b.prompt(path + ("offer",), v.get("offer")),
-        confirm=b.prompt(path + ("confirm",), v.get("confirm")),
-        enter_number=b.prompt(path + ("enter_number",), v.get("enter_number")),
-        read_back=b.prompt(path + ("read_back",), v.get("read_back")),
-        reason=None if reason in (None, False) else b.prompt(path + ("reason",), reason),
-        reason_max_length=v.get("reason_max_length", 30),
-        booked=b.prompt(path + ("booked",), v.get("booked")),
-        flow=v.get("flow", "callback"), max_attempts=v.get("max_attempts", 3),
-        retry_after=v.get("retry_after", 300), expire_after=v.get("expire_after", 4 * 3600),
-        calling_hours=hours,
-    )
-    texts = [item.text for item in offer.offer if isinstance(item, SayText)]
-    named = re.compile(rf"(?<![0-9]){re.escape(key)}(?![0-9])|callback\.key")
-    if offer.offer and not any(named.search(t) for t in texts):
-        b.warn(path + ("offer",), f"the callback offer never names key {key}: callers hear the offer "
-               f"but not what to press; say \"press {key}\"", code="callback-key")
-    return offer
-
-
-def _flow_callbacks(b: _Builder, v: dict | None) -> FlowCallbacks:
+def _flow_callbacks(b: Builder, v: dict | None) -> FlowCallbacks:
     v = v or {}
     path = ("callbacks",)
     return FlowCallbacks(recognise=v.get("recognise", True),
@@ -466,72 +338,17 @@ def _flow_callbacks(b: _Builder, v: dict | None) -> FlowCallbacks:
                          cancelled=b.prompt(path + ("cancelled",), v.get("cancelled")))
 
 
-def _check_references(b: _Builder, flow: Flow, d: dict, broken_hours: set[str]) -> None:
-    ids = list(flow.nodes)
-
-    def target(path: tuple, node_id: str | None) -> None:
-        if node_id and node_id not in flow.nodes:
-            b.error(path, f"there is no node '{node_id}'{suggest(node_id, ids)}", code="missing-node")
-
-    target(("start",), flow.start)
-    target(("settings", "escape"), flow.settings.escape)
+def _check_references(b: Builder, flow: Flow) -> None:
+    b.target(flow, ("start",), flow.start)
+    b.target(flow, ("settings", "escape"), flow.settings.escape)
     for node_id, node in flow.nodes.items():
-        path = ("nodes", node_id)
-        target(path + ("next",), node.next)
-        if isinstance(node, AskNode):
-            ap = path + ("ask",)
-            keys: dict[str, int] = {}
-            for i, c in enumerate(node.choices):
-                cp = ap + ("choices", i)
-                target(cp + ("goto",), c.goto)
-                if c.intent and c.intent not in flow.intents:
-                    b.error(cp + ("intent",), f"intent '{c.intent}' is not declared under "
-                            f"'intents'{suggest(c.intent, flow.intents)}", code="missing-intent")
-                if c.key is not None:
-                    if c.key in keys:
-                        b.error(cp + ("key",), f"key {c.key} is already used by choice "
-                                f"{keys[c.key] + 1} of this menu", code="duplicate-key")
-                    keys[c.key] = i
-                    if node.num_digits and len(c.key) != node.num_digits:
-                        b.error(cp + ("key",), f"key '{c.key}' has {len(c.key)} digits but the menu "
-                                f"waits for num_digits: {node.num_digits}", code="key-length")
-                if c.key is None and c.intent is None:
-                    b.error(cp, "a choice needs a 'key', an 'intent', or both", code="choice")
-                if c.key is not None and not c.label and node.announce:
-                    b.warn(cp, f"choice for key {c.key} has no 'label', so it cannot be announced "
-                           "('for <label>, press <key>')", code="no-label")
-            for h in ("no_input", "no_match"):
-                target(ap + (h, "goto"), getattr(node, h).goto)
-            if "dtmf" not in node.input:
-                b.warn(ap + ("input",), "this menu does not take the keypad; callers whose speech is "
-                       "not understood have no other way through", code="no-keypad")
-        elif isinstance(node, BranchNode):
-            for i, c in enumerate(node.cases):
-                target(path + ("branch", i, "goto"), c.goto)
-                _check_condition(b, flow, path + ("branch", i, "if"), c.condition, broken_hours)
-            target(path + ("else",), node.otherwise)
-        elif isinstance(node, LookupNode):
-            b.caller_fields.append((path + ("lookup", "by"), node.by))
-            target(path + ("lookup", "found"), node.found)
-            target(path + ("lookup", "not_found"), node.not_found)
+        b.target(flow, ("nodes", node_id, "next"), node.next)
+        resolve = KINDS[node.kind].resolve
+        if resolve is not None:
+            resolve(b, flow, node)
 
 
-_KEY = re.compile(r"^[0-9*#]{1,10}$")
-
-
-def _check_dialable(b: _Builder, path: tuple, value: str, what: str, sip: bool = True) -> None:
-    """A fixed number to dial (or call from) must be one: E.164, or a sip: address."""
-    from ivr.phone import normalize
-
-    text = str(value).strip()
-    if sip and text.lower().startswith("sip:"):
-        return
-    if normalize(text) is None or not text.startswith("+"):
-        b.error(path, f"{what} '{text}' is not a phone number: write it with its country code, e.g. "
-                f"\"+14155550100\" (in quotes){' or a sip: address' if sip else ''}", code="bad-number")
-
-
-def _check_hours_in_templates(b: _Builder, flow: Flow, broken: set[str]) -> None:
+def _check_hours_in_templates(b: Builder, flow: Flow, broken: set[str]) -> None:
     """`hours.<name>` in a template or condition must name business hours of this flow: an
     unknown name is silently empty and false at run time (the line never 'opens')."""
     for path, text in b.texts:
@@ -541,31 +358,9 @@ def _check_hours_in_templates(b: _Builder, flow: Flow, broken: set[str]) -> None
                         f"{suggest(name, flow.hours)}", code="missing-hours")
 
 
-def _caller_fields(b: _Builder, flow: Flow) -> list[tuple[tuple, str]]:
+def _caller_fields(b: Builder, flow: Flow) -> list[tuple[tuple, str]]:
     """Where the flow reads a directory column: `caller.<name>` in templates and conditions,
     `{caller: {...}}` tests and lookups `by` a column. Checked against the directory's
     columns once it is open (checker.caller_field_problems)."""
     reads = [(path, name) for path, text in b.texts for name in templates.names_read(text, "caller")]
     return reads + b.caller_fields
-
-
-def _check_condition(b: _Builder, flow: Flow, path: tuple, cond: Any, broken: set[str]) -> None:
-    if not isinstance(cond, dict):
-        return
-    for key in ("open", "closed", "holiday"):
-        name = cond.get(key)
-        if name is not None and name not in flow.hours and name not in broken:
-            b.error(path + (key,), f"no business hours named '{name}' under 'hours'"
-                    f"{suggest(name, flow.hours)}", code="missing-hours")
-    intent = cond.get("intent")
-    for name in [intent] if isinstance(intent, str) else (intent or []):
-        if name not in flow.intents:
-            b.error(path + ("intent",), f"intent '{name}' is not declared under 'intents'"
-                    f"{suggest(name, flow.intents)}", code="missing-intent")
-    if isinstance(cond.get("caller"), dict):
-        b.caller_fields += [(path + ("caller", name), name) for name in cond["caller"]]
-    for key in ("all", "any"):
-        for i, sub in enumerate(cond.get(key, []) or []):
-            _check_condition(b, flow, path + (key, i), sub, broken)
-    if "not" in cond:
-        _check_condition(b, flow, path + ("not",), cond["not"], broken)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from .model import AskNode, Choice, Pause, PlayAudio, Prompt, SayText
+from .model import Pause, PlayAudio, Prompt, SayText
+
+if TYPE_CHECKING:  # the ask node's module uses this one
+    from .nodes.ask import AskNode, Choice
 
 UNKNOWN_AUDIO_SECONDS = 5.0  # assumed length of an audio file whose `seconds` is not given
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)

@@ -1,0 +1,104 @@
+"""`queue:` the caller holds for the next agent, keeping their place in the line, hears
+their position and wait, and may be offered a callback (ivr.engine.callback_dialogue)."""
+
+from __future__ import annotations
+
+from ivr.flows.nodes.queue import QueueNode
+
+from .. import actions as A
+from .. import callback_dialogue
+from .. import events as E
+from ..kind import STOP, NodeKind
+from ..states import Outcome, Wait
+from ..wording import duration, whole
+
+WAIT_IS = "Your estimated wait is {wait}."
+
+
+def enter(run, node: QueueNode):
+    s = run.state
+    said = run.speak(node.say)
+    run.actions += said + [A.Enqueue(node.name)]
+    s["wait"] = Wait.QUEUE
+    s["outcome"] = None
+    s.pop("cb", None)
+    line = s.get("line")
+    if not line or line.get("queue") != node.name:
+        # The caller's place in line: kept when they come back to the same queue.
+        s["line"] = {"queue": node.name, "since": run.at}
+    run.step(node, "enter", said, action=f"enqueue:{node.name}")
+    return STOP
+
+
+def on_wait(run, node: QueueNode, event: E.QueueWait) -> None:
+    """Twilio's wait cycle: what the caller hears while holding."""
+    said: list = []
+    if node.max_wait and event.queue_time is not None and event.queue_time >= node.max_wait:
+        run.step(node, "queue_wait", detail={"position": event.position,
+                                              "queue_time": event.queue_time, "leave": True})
+        run.actions.append(A.LeaveQueue())
+        return
+    est = run.estimate(node.name, event.position)
+    # Our line also holds callbacks, which Twilio's queue position does not count.
+    position = est.position if est is not None else event.position
+    if node.announce_position and position:
+        text = "You are next in line." if position == 1 else f"You are number {position} in line."
+        said.append(run.say_text(text))
+    if node.announce_wait and est is not None and est.wait_s is not None:
+        said.append(run.say_text(WAIT_IS.format(wait=duration(est.wait_s))))
+    said += run.speak(node.wait_say)
+    offer = callback_dialogue.offer(run, node, est)
+    if offer is not None:
+        if node.wait_play:
+            offer.append(A.Play(node.wait_play))
+        run.actions += said
+        run.actions.append(A.OfferCallback(tuple(offer), node.callback.key, node.callback.phrases,
+                                           run.flow.language, run.yes_no_inputs()))
+        said += offer
+    else:
+        if node.wait_play:
+            said.append(A.Play(node.wait_play))
+        run.actions += said
+    detail = {"position": event.position, "queue_time": event.queue_time,
+              "average_time": event.average_time, "size": event.size}
+    if est is not None:
+        detail.update(line_position=est.position, estimated_wait=whole(est.wait_s),
+                      agents_available=est.agents_available, callback_offered=offer is not None)
+    run.step(node, "queue_wait", said, detail=detail)
+
+
+def on_left(run, node: QueueNode, event: E.QueueLeft) -> None:
+    """The caller is out of Twilio's queue: answered, gone, or leaving for a callback."""
+    run.step(node, "queue_left", detail={"result": event.result, "queue_time": event.queue_time})
+    if callback_dialogue.left_queue(run, node, event):
+        return
+    run.state["line"] = None
+    if event.result == "bridged":
+        run.state["outcome"] = Outcome.QUEUED
+        run.state["wait"] = Wait.ENDED
+        run.actions.append(A.Hangup())
+    elif event.result == "hangup":
+        run.state["outcome"] = Outcome.ABANDONED
+        run.state["wait"] = Wait.ENDED
+        run.actions.append(A.Hangup())
+    else:
+        run.goto(node.next)
+
+
+def repeat(run, node: QueueNode, wait: Wait) -> None:
+    if wait is Wait.CALLBACK:
+        callback_dialogue.prompt(run, node, [], log=False)
+    else:
+        run.actions.append(A.Enqueue(node.name))
+
+
+def hang_up(run, node: QueueNode, wait: Wait) -> None:
+    if wait is Wait.CALLBACK:
+        callback_dialogue.hung_up(run, node)
+
+
+KIND = NodeKind(enter, events={
+    Wait.QUEUE: {E.QueueWait: on_wait, E.QueueLeft: on_left,
+                 E.Digits: callback_dialogue.on_hold_answer, E.Speech: callback_dialogue.on_hold_answer},
+    Wait.CALLBACK: dict.fromkeys(callback_dialogue.EVENTS, callback_dialogue.on_answer),
+}, repeat=repeat, hang_up=hang_up)

@@ -1,0 +1,84 @@
+"""`transfer:` a person is dialled, and hears who is calling and why before the caller."""
+
+from __future__ import annotations
+
+from ivr.errors import FlowRuntimeError
+from ivr.flows.nodes.transfer import TransferNode
+from ivr.phone import normalize
+
+from .. import actions as A
+from .. import events as E
+from ..kind import STOP, NodeKind
+from ..states import Outcome, Wait
+
+
+def enter(run, node: TransferNode):
+    said = run.speak(node.say)
+    spoken = whisper(run, node)
+    to = dial_target(run, node)
+    run.actions += said + [A.Dial(to, node.timeout, node.caller_id, spoken)]
+    run.state["wait"] = Wait.DIAL
+    run.state["whisper"] = spoken
+    run.step(node, "enter", said, action=f"dial:{to}", detail={"whisper": spoken})
+    return STOP
+
+
+def dial_target(run, node: TransferNode) -> str:
+    """The number or SIP address a transfer dials, from its template. A value that is
+    neither (`{{ caller.account_manager }}` for a caller without one) fails the step
+    safely: Twilio would dial nothing and drop the caller."""
+    to = run.render(node.to).strip()
+    if to.lower().startswith("sip:"):
+        return "sip:" + to[4:]
+    number = normalize(to, run.ctx.region)
+    if number is None:
+        raise FlowRuntimeError(f"node '{node.id}' transfers to {to!r}, which is not a phone "
+                               "number or a sip: address")
+    return number
+
+
+def whisper(run, node: TransferNode) -> str:
+    """What the agent hears before the caller is connected, so nobody repeats themselves."""
+    template = node.whisper or run.flow.whisper
+    if template:
+        return run.render(template)
+    s = run.state
+    c = s["caller"]
+    if c.get("known"):
+        who = c.get("full_name") or c.get("first_name") or "a known caller"
+        if c.get("customer_id"):
+            who += f", customer {' '.join(str(c['customer_id']))}"
+    elif s["from"]:
+        who = f"an unrecognised caller from {' '.join(s['from'].lstrip('+'))}"
+    else:
+        who = "a caller with a withheld number"
+    parts = [f"Call from {who}."]
+    if s.get("intent"):
+        parts.append(f"Calling about {s['intent'].replace('_', ' ')}.")
+    for k, v in s["vars"].items():
+        if v not in (None, ""):
+            parts.append(f"{k.replace('_', ' ')}: {v}.")
+    return " ".join(parts)
+
+
+def on_ended(run, node: TransferNode, event: E.TransferEnded) -> None:
+    run.step(node, "transfer_ended", detail={"status": event.status, "duration": event.duration})
+    if event.status in ("completed", "answered"):
+        run.state["outcome"] = Outcome.TRANSFERRED
+        run.state["wait"] = Wait.ENDED
+        run.actions.append(A.Hangup())
+    elif node.next:
+        run.goto(node.next)
+    else:
+        run.actions += [run.say_text("Sorry, nobody could take your call. Please try again later."),
+                        A.Hangup()]
+        run.state["wait"] = Wait.ENDED
+        run.state["outcome"] = Outcome.FAILED
+
+
+def repeat(run, node: TransferNode, wait: Wait) -> None:
+    run.actions.append(A.Dial(run.render(node.to), node.timeout, node.caller_id,
+                              run.state.get("whisper")))
+
+
+KIND = NodeKind(enter, events={Wait.DIAL: {E.TransferEnded: on_ended}}, repeat=repeat)
