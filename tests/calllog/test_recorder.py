@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import sqlalchemy as sa
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ivr.calllog.recorder import Recorder, append
 from ivr.calllog.store import Store, database_url
@@ -301,7 +303,9 @@ def test_background_thread_records_and_stops(r, stream, store):
 
 def test_thread_survives_redis_outage(tmp_path, caplog):
     store = Store(f"sqlite:///{tmp_path}/ivr.db")
-    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    # No retries: redis-py's default three, with jittered backoff, take 3 to 7 s to give up.
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                              retry=Retry(NoBackoff(), 0))
     recorder = Recorder(unreachable, store, stream="test:never")
     stop = threading.Event()
     thread = recorder.start_thread(stop=stop, block_ms=50)
