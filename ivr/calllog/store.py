@@ -8,6 +8,7 @@ keys, so a batch recorded twice (crash between commit and acknowledgement) is st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -910,10 +911,21 @@ def _text(r: dict, key: str, required: bool = False, long: bool = False) -> str 
     value = str(value)
     if required and not value:
         raise ValueError(f"{r.get('type')}: empty {key}")
-    if not long and len(value) > NAME_MAX:
-        raise ValueError(f"{key}: longer than {NAME_MAX} characters")
+    return fit(value, None if long else NAME_MAX)
+
+
+def fit(value: str, limit: int | None = NAME_MAX) -> str:
+    """A value as the database can hold it, with a note where it was changed, so a record is
+    never refused for what a caller or a request put in it: NUL characters (PostgreSQL text
+    cannot hold them) become U+FFFD, the replacement character, and a value past `limit` is
+    cut, ending with a note of its length and a digest of the whole (two long values that
+    differ after the cut stay different: call ids must)."""
     if "\x00" in value:
-        raise ValueError(f"{key}: contains a NUL character")  # PostgreSQL text cannot
+        value = value.replace("\x00", "\ufffd")
+    if limit is not None and len(value) > limit:
+        digest = hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        note = f"…[{len(value)} characters, cut; sha1 {digest}]"
+        value = value[: limit - len(note)] + note
     return value
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ivr.calllog.store import Store, calls, database_url, metadata
+from ivr.calllog.store import Store, calls, database_url, fit, metadata
 from ivr.engine.states import Outcome
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -323,8 +323,6 @@ def test_parent_call_and_test_flag(store):
         step(call_sid=""),
         step(confidence="high"),
         step(seq=2**31),
-        step(node="n" * 201),
-        step(speech="nul\x00byte"),
         step(detail={1, 2}),
         started(started_at=None),
         started(caller_known="yes"),
@@ -336,6 +334,21 @@ def test_invalid_record_raises_and_writes_nothing(store, bad):
     with pytest.raises(ValueError):
         store.record([started("CA9"), bad])
     assert store.call("CA9") is None
+
+
+def test_values_too_long_or_with_nul_are_stored_with_a_note(store):
+    """A name past 200 characters is cut, ending with a note of its length and a digest (two
+    call ids alike up to the cut stay two calls); a NUL becomes U+FFFD. The record is stored."""
+    long_a, long_b = "CA" + "a" * 300, "CA" + "a" * 299 + "b"
+    store.record([started(long_a), step(long_a, node="n" * 201, speech="nul\x00byte"),
+                  started(long_b), step("CA\x001", digits="1\x00")])
+    stored = {c["call_sid"] for c in store.calls(limit=10) if c["call_sid"].startswith("CA" + "a" * 100)}
+    a, b = fit(long_a), fit(long_b)
+    assert stored == {a, b} and len(a) == len(b) == 200 and "302 characters, cut; sha1 " in a
+    [s] = store.steps(a)
+    assert s["node"].startswith("n" * 150) and s["node"].endswith("]") and "201 characters" in s["node"]
+    assert s["speech"] == "nul\ufffdbyte"
+    assert store.steps("CA\ufffd1")[0]["digits"] == "1\ufffd"
 
 
 def test_unsupported_database():
