@@ -7,6 +7,7 @@ Redis and a SQLite file under IVR_DATA_DIR.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -164,9 +165,12 @@ class Config:
             from redis.connection import parse_url
 
             try:
-                parse_url(self.redis_url)
+                if is_sentinel_url(self.redis_url):
+                    SentinelUrl.parse(self.redis_url)
+                else:
+                    parse_url(self.redis_url)
             except ValueError as exc:
-                raise ValueError(f"REDIS_URL {self.redis_url!r}: {exc}") from None
+                raise ValueError(f"REDIS_URL {safe_url(self.redis_url)!r}: {exc}") from None
         if self.database_url:
             from sqlalchemy.engine import make_url
             from sqlalchemy.exc import ArgumentError
@@ -200,10 +204,75 @@ class Config:
 
 
 def safe_url(url: str) -> str:
-    """A database URL fit for logs: the password hidden."""
+    """A database or Redis URL fit for logs: the password hidden."""
+    if is_sentinel_url(url):
+        scheme, _, rest = url.partition("://")
+        userinfo, at, rest = rest.rpartition("@")
+        if at and ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        rest = re.sub(r"(sentinel_password=)[^&]*", r"\1***", rest)
+        return f"{scheme}://{userinfo}{at}{rest}"
     from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "the database"
+    except Exception:  # not a URL SQLAlchemy reads: hide what looks like a password
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.lower().startswith(SENTINEL_SCHEME + "://")
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A REDIS_URL naming a Redis Sentinel set:
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``, with
+    ``?sentinel_password=...`` when the sentinels themselves ask for one. The password before
+    the @ is the Redis servers'."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        from urllib.parse import parse_qs, unquote
+
+        if not is_sentinel_url(url):
+            raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
+        rest = url.split("://", 1)[1]
+        rest, _, query = rest.partition("?")
+        userinfo, at, rest = rest.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username, password = unquote(user) or None, (unquote(secret) if colon else None)
+        hosts, _, path = rest.partition("/")
+        parts = [p for p in path.split("/") if p]
+        if not parts or len(parts) > 2:
+            raise ValueError("name the service after the sentinels, and the database number if not 0: "
+                             "redis+sentinel://host:26379,host:26380/mymaster/0")
+        try:
+            db = int(parts[1]) if len(parts) == 2 else 0
+        except ValueError:
+            raise ValueError(f"database {parts[1]!r} is not a number") from None
+        sentinels = []
+        for item in hosts.split(","):
+            host, colon, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+            if not host or (colon and not port.isdigit()):
+                raise ValueError(f"sentinel {item!r} is not host or host:port")
+            sentinels.append((host.strip("[]"), int(port) if colon else SENTINEL_PORT))
+        options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        unknown = set(options) - {"sentinel_password"}
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only sentinel_password)")
+        return cls(tuple(sentinels), unquote(parts[0]), db, username, password,
+                   options.get("sentinel_password") or None)

@@ -34,6 +34,8 @@ from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from ivr.calllog import recorder
 
+from .connections import FAILOVER_S, is_failover_client
+
 PREFIX = "ivr:call:"
 
 # KEYS: lock, call hash. ARGV: token, hold ms, reads asked for now (JSON list, '' none), the
@@ -135,6 +137,9 @@ class Scripts:
         # busy connection Redis is not answering, and a second wait would keep the caller
         # past Twilio's 15 s before the fail-safe answer.
         self._resend_within = timeout / 2 if timeout else float("inf")
+        # With Sentinel, a script refused by a server that is no longer the master, or sent
+        # while none is known, is sent again for up to FAILOVER_S (connections.py).
+        self._failover = is_failover_client(client)
         self._local = threading.local()
         self._shas: dict[str, str] = {}
 
@@ -157,8 +162,9 @@ class Scripts:
         return conn
 
     def run(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        for attempt in (1, 2):
-            conn = self._connection()
+        give_up, pause = 0.0, 0.05
+        for attempt in itertools.count(1):
+            conn = self._connection()  # with Sentinel, waits up to FAILOVER_S for a master
             sent = time.monotonic()
             idle = sent - self._local.used
             try:
@@ -174,7 +180,13 @@ class Scripts:
                 conn.disconnect()
                 self._local.conn = None
                 timed_out = time.monotonic() - sent >= self._resend_within
-                if attempt == 2 or (timed_out and idle < IDLE_S):
+                if self._failover and isinstance(exc, ConnectionError) and not timed_out:
+                    give_up = give_up or sent + FAILOVER_S
+                    if time.monotonic() + pause < give_up:
+                        time.sleep(pause)  # until the sentinels name the new master
+                        pause = min(pause * 2, 0.4)
+                        continue
+                if attempt >= 2 or (timed_out and idle < IDLE_S):
                     if isinstance(exc, ConnectionError | TimeoutError):
                         raise
                     raise ConnectionError(f"call state: {exc}") from exc

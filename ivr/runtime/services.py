@@ -50,11 +50,11 @@ class Services:
         self.redis_url = config.redis_url
         self.owns_redis = False
         if redis_client is None:
-            from .connections import redis_url
+            from .connections import connect, redis_url
 
             self.redis_url, self.owns_redis = redis_url(config)
-            redis_client = redis.Redis.from_url(self.redis_url, socket_timeout=5,
-                                                socket_connect_timeout=2, health_check_interval=30)
+            redis_client = connect(self.redis_url, socket_timeout=5, socket_connect_timeout=2,
+                                   health_check_interval=30)
         self.redis = redis_client
         self._make_callbacks = callbacks
         self.calls = CallStates(self.redis, ttl=config.state_ttl)
