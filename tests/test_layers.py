@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first: a module may import from its own layer and the layers before it.
 LAYERS = [
-    ("ivr.config", "ivr.errors", "ivr.phone", "speech"),
+    ("ivr.config", "ivr.errors", "ivr.phone", "ivr.i18n", "speech"),
     ("ivr.flows",),
     ("ivr.engine",),
     ("ivr.calllog",),

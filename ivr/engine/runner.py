@@ -25,6 +25,8 @@ from typing import Any
 from ivr.errors import FlowRuntimeError
 from ivr.flows import templates
 from ivr.flows.model import Flow, Node, Pause, PlayAudio, Prompt, SayText
+from ivr.i18n import Language, language
+from ivr.i18n.catalogue import Message
 
 from . import actions as A
 from . import callback_dialogue
@@ -160,6 +162,15 @@ class Run:
 
     def say_text(self, text: str) -> A.Say:
         return A.Say(text, self.flow.voice, self.flow.language)
+
+    @property
+    def lang(self) -> Language:
+        """The language the call speaks now: its flow's (a goto_flow may change it)."""
+        return language(self.flow.language)
+
+    def say(self, message: Message, n: int | None = None, **values: object) -> A.Say:
+        """A catalogue sentence (ivr.i18n.sentences) in the call's language, as a <Say>."""
+        return self.say_text(self.lang.say(message, n, **values))
 
     def step(self, node: Node | None, event: str, said: list | None = None, **fields: Any) -> dict:
         self.state["seq"] += 1

@@ -66,6 +66,10 @@ class NodeKind:
     exits: Callable[[Node, int, str, bool], list[Exit]] | None = None
     # The intents it routes on (an intent no node routes on is reported as unused).
     intents: Callable[[Node], Iterable[str]] | None = None
+    # The catalogue sentences (ivr.i18n.sentences) it says when the flow gives no words of
+    # its own, each with the key path under the node where the flow could: ivr flows check
+    # warns when the flow's language lacks one.
+    speaks: Callable[[Flow, Node], Iterable[tuple[Any, tuple]]] | None = None
     # Where a caller is served, for the path report ("queue billing"); None: not a destination.
     destination: Callable[[Node], str] | None = None
     reaches_a_person: bool = False  # a queue or a transfer: the way out of every menu
