@@ -26,7 +26,7 @@ from typing import Any
 
 import redis as redis_lib
 
-from ivr.errors import FlowError, Problem, suggest
+from ivr.errors import FlowError, IvrError, Problem, suggest
 from ivr.flows.yamlsource import Source, parse
 from ivr.phone import normalize
 
@@ -56,7 +56,7 @@ class AgentsError(FlowError):
     """The agents file cannot be used; carries every problem found, with lines."""
 
 
-class UnknownAgent(KeyError):
+class UnknownAgent(IvrError, KeyError):
     """No agent of that name in the agents file."""
 
     def __init__(self, name: str, known: list[str]):

@@ -32,6 +32,7 @@ from typing import Any
 
 from rq import Queue
 from rq.exceptions import DuplicateJobError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.config import Config
 from ivr.engine.states import CallbackStatus, callback_is_final, callback_is_live
@@ -415,8 +416,10 @@ def sweep_once(rt: Runtime, now: float | None = None) -> dict:
             rt.store.migrate()
             rt.migrated = True
         refresh_stats(rt.redis, rt.store)
-    except Exception as exc:  # the database may be down: estimates use the last figures
+    except SQLAlchemyError as exc:  # the database may be down: estimates use the last figures
         log.warning("sweep: could not refresh handling times from the call log: %s", exc)
+    except Exception:
+        log.exception("sweep: could not refresh handling times from the call log")
     return done
 
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ivr.engine.states import CallbackStatus, callback_is_final
+from ivr.errors import IvrError
 
 from . import keys
 
@@ -233,7 +234,7 @@ JSONS = ("vars", "calling_hours", "zones")
 CALLER = "caller_"
 
 
-class CallbackError(Exception):
+class CallbackError(IvrError):
     """A change that does not fit the callback's state (e.g. cancelling one being dialled)."""
 
 

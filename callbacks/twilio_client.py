@@ -14,6 +14,8 @@ from typing import Any
 
 from twilio.base.exceptions import TwilioRestException
 
+from ivr.errors import IvrError
+
 # Twilio error codes that mean the number called (To) cannot be called: retrying will not help.
 # Errors about our side (caller ID 21210/21212/21213, the account, a wrong URL) are not here:
 # they are fixed by configuration, so the callbacks wait for that instead of failing one by one.
@@ -35,7 +37,7 @@ class SeenCall:
     duration: int | None
 
 
-class Refused(Exception):
+class Refused(IvrError):
     """Twilio answered the request with an error, so no call was created."""
 
     def __init__(self, exc: TwilioRestException):

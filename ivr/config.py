@@ -50,6 +50,9 @@ class Config:
     hold_music_url: str = DEFAULT_HOLD_MUSIC
     recorder: bool = True  # drain the step log into SQL from a thread (one web process per host, by lease)
     log_level: str = "INFO"
+    # Let bugs out instead of answering them safely (an apology and a person for the caller),
+    # as Flask's PROPAGATE_EXCEPTIONS: for tests, never for a line that takes calls.
+    propagate_exceptions: bool = False
     # Callbacks (callbacks/): agents, the agents' HTTP API and the dialling workers.
     agents_file: str = ""  # empty: <flows_dir>/agents.yaml
     api_token: str = ""  # bearer token for /api/agents and /api/callbacks; empty: API refused
@@ -86,6 +89,7 @@ class Config:
         "hold_music_url": "IVR_HOLD_MUSIC_URL",
         "recorder": "IVR_RECORDER",
         "log_level": "IVR_LOG_LEVEL",
+        "propagate_exceptions": "IVR_PROPAGATE_EXCEPTIONS",
         "agents_file": "IVR_AGENTS_FILE",
         "api_token": "IVR_API_TOKEN",
         "callback_caller_id": "IVR_CALLBACK_CALLER_ID",
@@ -213,10 +217,11 @@ def safe_url(url: str) -> str:
         rest = re.sub(r"(sentinel_password=)[^&]*", r"\1***", rest)
         return f"{scheme}://{userinfo}{at}{rest}"
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: hide what looks like a password
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: hide what looks like a password
         return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 

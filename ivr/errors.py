@@ -1,10 +1,24 @@
-"""Problems found in operators' files, each pointing at a file, a line and a column."""
+"""The project's errors: one base, `IvrError`, and the problems found in operators' files,
+each pointing at a file, a line and a column.
+
+Every exception this project raises on purpose derives from `IvrError` (speech/errors.py
+too, though speech sits below the flow language): a flow that cannot load, a callback that
+is no longer pending, a lock held by another request. Handlers catch those by their class
+and say what happened in a sentence. Anything else reaching a catch-all is a bug or an
+outage nobody planned for, and is logged with its traceback; with
+IVR_PROPAGATE_EXCEPTIONS (what the test suite runs with) a bug is raised instead of being
+answered politely, as Flask's PROPAGATE_EXCEPTIONS does.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+class IvrError(Exception):
+    """The base of every error this project raises on purpose."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class Problem:
         }
 
 
-class FlowError(Exception):
+class FlowError(IvrError):
     """Raised when a file cannot be used; carries every problem found, not only the first."""
 
     def __init__(self, problems: Iterable[Problem]):
@@ -49,7 +63,7 @@ class FlowError(Exception):
         return [p for p in self.problems if p.severity == "error"]
 
 
-class FlowRuntimeError(Exception):
+class FlowRuntimeError(IvrError):
     """A flow did something impossible at run time (a runaway loop, a missing flow)."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from speech.errors import AudioFormatError
+
 MULAW_SAMPLE_RATE = 8000
 FRAME_MS = 20
 MULAW_FRAME_BYTES = MULAW_SAMPLE_RATE * FRAME_MS // 1000  # 160: one Twilio media frame
@@ -23,10 +25,6 @@ _BIG_ENDIAN = struct.pack("=H", 1) == b"\x00\x01"
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_MULAW = 0x0007
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-
-
-class AudioFormatError(ValueError):
-    """An audio file or buffer is not in a format this module can read."""
 
 
 def _mulaw_decode_sample(code: int) -> int:

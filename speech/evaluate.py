@@ -21,6 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
 from speech.intents import (
     FALLBACK,
     IntentMatcher,
@@ -46,10 +49,8 @@ def load_intents_and_language(path: str | Path) -> tuple[dict[str, IntentSpec], 
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            from ruamel.yaml import YAML
-
             data = YAML(typ="safe").load(text)
-    except Exception as exc:  # noqa: BLE001 - parse errors of either library
+    except (ValueError, YAMLError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path}: cannot parse intents: {exc}") from exc
     language = None
     if isinstance(data, dict) and "nodes" in data:  # a flow: measure the intents it declares

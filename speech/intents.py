@@ -48,6 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from speech.errors import ModelUnavailable
 from speech.normalize import normalize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -403,10 +404,6 @@ class WordPieceTokenizer:
 
 
 # --------------------------------------------------------------------------- the model
-
-
-class ModelUnavailable(RuntimeError):
-    """The embedding model's packages are not installed."""
 
 
 def _data_path(name: str) -> Path:

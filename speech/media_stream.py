@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from speech.audio import MULAW_FRAME_BYTES, MULAW_SAMPLE_RATE, MULAW_SILENCE, mulaw_to_pcm16
+from speech.errors import MediaStreamError
 from speech.models import LoadedModel, ModelRegistry
 from speech.recognizer import Result, StreamingRecognizer
 
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 MULAW_ENCODING = "audio/x-mulaw"
 
 OnFinal = Callable[[str, float], None]
-
-
-class MediaStreamError(ValueError):
-    """A Media Streams message this session cannot use (bad JSON, unsupported audio format)."""
 
 
 @dataclass
@@ -69,7 +66,7 @@ class MediaStreamSession:
     (less CPU, at most that much added delay); max_gap_fill_ms caps the silence put in place of
     lost frames, so word times stay on the call's clock.
 
-    ``handle`` raises ModelNotAvailable on ``start`` when the language has no usable model (the
+    ``handle`` raises ModelUnavailable on ``start`` when the language has no usable model (the
     caller should fall back to Twilio speech or the keypad), and MediaStreamError for audio it
     cannot decode. Not thread-safe: one session per WebSocket, fed from one thread at a time.
     """

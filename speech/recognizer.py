@@ -321,7 +321,7 @@ def transcribe_file(
 
     model is a LoadedModel (shared, preferred) or a model folder to load now. With phrases, the
     recording is recognised in grammar mode (see StreamingRecognizer). Raises AudioFormatError for
-    a file it cannot read and ModelNotAvailable for a model it cannot load.
+    a file it cannot read and ModelUnavailable for a model it cannot load.
     """
     audio = read_wav(path)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)

@@ -11,7 +11,7 @@ import sys
 import click
 
 from speech.audio import AudioFormatError
-from speech.models import ModelNotAvailable, ModelRegistry, load_model
+from speech.models import ModelRegistry, ModelUnavailable, load_model
 from speech.recognizer import transcribe_file
 
 
@@ -54,7 +54,7 @@ def transcribe(
         else:
             model = ModelRegistry.from_env().get(language)
         transcript = transcribe_file(wav_file, model, phrases or None)
-    except (ModelNotAvailable, AudioFormatError) as exc:
+    except (ModelUnavailable, AudioFormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(transcript.as_dict(), ensure_ascii=False))

@@ -25,6 +25,11 @@ REDIS_HOST = os.environ.get("IVR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("IVR_TEST_REDIS_PORT", "6379"))
 CLAIM_KEY = "ivr-tests:claimed-by"
 
+# A bug fails the test that meets it instead of being answered with an apology (the fail-safe):
+# `ivr` commands and servers started by tests read this; make_app sets it on its Config. Tests
+# of the fail-safe itself turn it off.
+os.environ["IVR_PROPAGATE_EXCEPTIONS"] = "true"
+
 # A database is this run's when it was empty, or held only by a run whose process is gone.
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
@@ -144,7 +149,8 @@ def make_app(tmp_path, redis_url, flows_dir):
     def make(**overrides):
         values = dict(redis_url=redis_url, database_url=f"sqlite:///{tmp_path}/ivr.db",
                       flows_dir=flows_dir, data_dir=tmp_path / "var", twilio_auth_token=TOKEN,
-                      public_url=PUBLIC, recorder=False, fallback_number="+15005550010")
+                      public_url=PUBLIC, recorder=False, fallback_number="+15005550010",
+                      propagate_exceptions=True)
         values.update(overrides)
         return create_app(Config(**values))
 

@@ -69,7 +69,7 @@ def drive(sid: str, from_number: str | None, script: list[tuple[float, E.Event]]
         return None if estimate_s is None else Estimate(position=3, wait_s=estimate_s, agents_available=2)
 
     call = SimulatedCall(flow, from_number or "Anonymous", now=start, directory=directory_for(flow),
-                         match=match, call_sid=sid, estimate=estimate)
+                         match=match, call_sid=sid, estimate=estimate, propagate=True)
     call.start()
     t = start
     for delay, event in script:

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 import sqlalchemy as sa
 
 from ivr.engine import states
@@ -561,12 +562,10 @@ def mask_number(number: str | None) -> str:
         return "*" * len(digits)
     prefix = ""
     try:
-        import phonenumbers
-
         parsed = phonenumbers.parse(number if number.startswith("+") else "+" + digits, None)
         prefix = f"+{parsed.country_code} "
         digits = str(parsed.national_number)
-    except Exception:
+    except phonenumbers.NumberParseException:
         prefix = "+" if number.startswith("+") else ""
     return prefix + "*" * (len(digits) - 2) + digits[-2:]
 

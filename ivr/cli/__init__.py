@@ -241,12 +241,13 @@ def flows_test(paths: tuple[str, ...]) -> None:
     """Run flow test files (*.test.yaml; default: flows/tests/). Exit 1 on any failure."""
     from .flowtests import find_files, run_file
 
-    files = find_files(list(paths) or [str(_config().flows_dir / "tests")])
+    cfg = _config()
+    files = find_files(list(paths) or [str(cfg.flows_dir / "tests")])
     if not files:
         raise click.UsageError("no flow test files (*.test.yaml) found")
     passed = failed = 0
     for f in files:
-        res = run_file(f)
+        res = run_file(f, propagate=cfg.propagate_exceptions)
         for p in res.problems:
             click.secho(str(p), fg="red" if p.severity == "error" else "yellow")
             failed += p.severity == "error"
@@ -329,7 +330,8 @@ def simulate(flow: str, from_number: str, to_number: str | None, at: str | None)
     from ivr.flows.registry import flow_files
 
     target = _load_or_exit(flow)
-    region = _config().default_region
+    cfg = _config()
+    region = cfg.default_region
     try:
         directory = directory_for(target, region)
     except DirectoryError as exc:
@@ -354,7 +356,8 @@ def simulate(flow: str, from_number: str, to_number: str | None, at: str | None)
         click.echo(f"note: '{from_number}' is not a phone number: the caller is unknown, with no "
                    "number to call back, as Twilio's invalid numbers are", err=True)
     call = SimulatedCall(target, from_number, flows=flows_by_id, now=now, directory=directory,
-                         match=default_matcher(), to_number=to_number, region=region)
+                         match=default_matcher(), to_number=to_number, region=region,
+                         propagate=cfg.propagate_exceptions)
     sys.exit(interactive(call))
 
 

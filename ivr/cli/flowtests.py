@@ -28,7 +28,7 @@ from ivr.engine import events as E
 from ivr.engine.runner import Estimate
 from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for
 from ivr.engine.states import Outcome, Wait
-from ivr.errors import FlowError, Problem, suggest
+from ivr.errors import FlowError, IvrError, Problem, suggest
 from ivr.flows.directory import DirectoryError
 from ivr.flows.loader import load_flow
 from ivr.flows.model import Flow
@@ -112,7 +112,9 @@ def _resolve_flow(spec: Any, here: Path, src: Source) -> tuple[Flow, dict[str, F
     return flow, flows
 
 
-def run_file(path: str | Path) -> FileResult:
+def run_file(path: str | Path, propagate: bool = False) -> FileResult:
+    """Run one file's tests. `propagate` lets a bug in the engine out rather than have the
+    call fail safe (IVR_PROPAGATE_EXCEPTIONS)."""
     path = Path(path)
     result = FileResult(str(path))
     try:
@@ -150,7 +152,7 @@ def run_file(path: str | Path) -> FileResult:
         tp = ("tests", i)
         name = (test.get("name") if isinstance(test, dict) else None) or f"test {i + 1}"
         try:
-            _run_test(flow, flows, test, src, tp, default_at, directory, match)
+            _run_test(flow, flows, test, src, tp, default_at, directory, match, propagate)
         except _Fail as f:
             result.failed.append(Failure(name, f.line, f.message))
         except FlowError as exc:
@@ -160,13 +162,14 @@ def run_file(path: str | Path) -> FileResult:
     return result
 
 
-class _Fail(Exception):
+class _Fail(IvrError):
     def __init__(self, line: int | None, message: str):
         super().__init__(message)
         self.line, self.message = line, message
 
 
-def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, match) -> None:
+def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, match,
+              propagate: bool = False) -> None:
     if not isinstance(test, dict):
         raise FlowError([src.problem(tp, "each test is a mapping with 'name', 'from' and 'steps'")])
     for key in test:
@@ -187,7 +190,8 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
                          to_number=test.get("to"),
                          estimate=_estimate(test.get("estimated_wait"), src, tp + ("estimated_wait",)),
                          pending_callback=_pending(test.get("pending_callback"), src,
-                                                   tp + ("pending_callback",)))
+                                                   tp + ("pending_callback",)),
+                         propagate=propagate)
     call.start()
     heard = call.last_heard
     for j, step in enumerate(test.get("steps") or []):

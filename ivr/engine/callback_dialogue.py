@@ -256,7 +256,8 @@ def calling_opens(run, number: str, offered: Any) -> float | None:
         return 0.0
     try:
         return run.ctx.calling_opens(number, offered.calling_hours, offered.expire_after)
-    except Exception:  # not knowing the window must not cost the caller their callback
+    except Exception as exc:  # not knowing the window must not cost the caller their callback
+        run.unless_propagating(exc)
         return 0.0
 
 
@@ -270,7 +271,8 @@ def ask_pending(run) -> bool:
         return False
     try:
         pending = run.ctx.pending_callback(s["from"])
-    except Exception:  # not knowing about the callback must not stop the call
+    except Exception as exc:  # not knowing about the callback must not stop the call
+        run.unless_propagating(exc)
         pending = None
     if not pending:
         return False

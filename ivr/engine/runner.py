@@ -18,11 +18,12 @@ in `CALL_EVENTS` below. The plumbing every kind uses (templates, prompts, the st
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ivr.errors import FlowRuntimeError
+from ivr.errors import FlowRuntimeError, IvrError
 from ivr.flows import templates
 from ivr.flows.model import Flow, Node, Pause, PlayAudio, Prompt, SayText
 from ivr.i18n import Language, language
@@ -51,10 +52,23 @@ class Result:
     state: dict
     steps: list[dict]
     ended: dict | None = None  # {"outcome", "last_node", "status", "duration_s"} when the call ends
+    error: Exception | None = None  # what made the engine fail safe, for the shell to log
 
     @property
     def said(self) -> str:
         return A.spoken_text(self.actions)
+
+    def log_error(self, logger: logging.Logger, call_sid: str) -> None:
+        """Log what made this step fail safe, if anything: a flow's own failure (an IvrError)
+        in one line, anything else (a bug) with its traceback. For shells: the engine itself
+        logs nothing."""
+        if self.error is None:
+            return
+        failed = next((s for s in self.steps if s["event"] == "error"), {})
+        logger.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a person: %s",
+                     call_sid, failed.get("flow"), failed.get("node"),
+                     (failed.get("detail") or {}).get("error"),
+                     exc_info=None if isinstance(self.error, IvrError) else self.error)
 
 
 def run(flow: Flow, state: dict | None, event: E.Event, ctx: Context) -> Result:
@@ -63,7 +77,10 @@ def run(flow: Flow, state: dict | None, event: E.Event, ctx: Context) -> Result:
     try:
         r.dispatch(event)
     except Exception as exc:  # a live caller must never be left in silence
+        if ctx.propagate and not isinstance(exc, IvrError):
+            raise
         r.fail_safe(exc)
+        r.error = exc
     return r.result()
 
 
@@ -126,11 +143,12 @@ class Run:
         self.ended: dict | None = None
         self.at = ctx.now.astimezone(UTC).isoformat(timespec="milliseconds")
         self.cbv: dict = {}  # `callback.*` in templates while offering or taking a callback
+        self.error: Exception | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
     def result(self) -> Result:
-        return Result(self.actions, self.state or {}, self.steps, self.ended)
+        return Result(self.actions, self.state or {}, self.steps, self.ended, self.error)
 
     def context(self) -> dict:
         s = self.state
@@ -205,8 +223,15 @@ class Run:
             return None
         try:
             return self.ctx.estimate(queue, position)
-        except Exception:  # a missing estimate must never cost the caller their call
+        except Exception as exc:  # a missing estimate must never cost the caller their call
+            self.unless_propagating(exc)
             return None
+
+    def unless_propagating(self, exc: Exception) -> None:
+        """Raise a bug met in something the call can do without (an estimate, a calling
+        window) when the context asks for bugs to propagate; else the call goes on."""
+        if self.ctx.propagate and not isinstance(exc, IvrError):
+            raise exc
 
     # -- events ---------------------------------------------------------------------------
 
@@ -301,10 +326,13 @@ class Run:
 
     def fail_safe(self, exc: Exception) -> None:
         """Apologise and hand the caller to a person, whatever state the call is in."""
+        least = {"v": STATE_VERSION, "sid": "", "flow": self.flow.id, "node": self.flow.start, "seq": 0,
+                 "vars": {}, "caller": {"known": False}, "from": "", "to": "", "intent": None,
+                 "outcome": None}
         if self.state is None:
-            self.state = {"v": STATE_VERSION, "sid": "", "flow": self.flow.id, "node": self.flow.start,
-                          "seq": 0, "vars": {}, "caller": {"known": False}, "from": "", "to": "",
-                          "intent": None, "outcome": None}
+            self.state = least
+        for key, value in least.items():  # a state broken in storage still gets its apology
+            self.state.setdefault(key, value)
         # The caller goes to a person now: no booking half made before the failure.
         self.actions = [a for a in self.actions if not isinstance(a, (*A.WAITING, A.RequestCallback))]
         number = self.flow.settings.fallback_number or self.ctx.fallback_number

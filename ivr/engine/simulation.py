@@ -7,6 +7,7 @@ The same engine and the same intent matcher as real calls; only the telephony is
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -22,6 +23,7 @@ from . import events as E
 from .runner import Context, Result, clock, run
 from .states import Outcome, Wait, is_over, is_with_a_person
 
+log = logging.getLogger("ivr.simulation")
 _ids = itertools.count(1)
 
 
@@ -32,7 +34,8 @@ class SimulatedCall:
                  now: datetime | None = None, directory: Directory | None = None,
                  match: Callable | None = None, caller: dict | None = None,
                  to_number: str | None = None, call_sid: str | None = None, region: str = "US",
-                 estimate: Callable | None = None, pending_callback: Callable | None = None):
+                 estimate: Callable | None = None, pending_callback: Callable | None = None,
+                 propagate: bool = False):
         self.flow = flow
         self.flows = dict(flows or {flow.id: flow})
         self.flows.setdefault(flow.id, flow)
@@ -45,6 +48,7 @@ class SimulatedCall:
         self.match = match
         self.estimate = estimate  # queue -> Estimate: what a test says the wait is
         self.pending_callback = pending_callback
+        self.propagate = propagate  # a bug in the engine raises instead of failing safe
         self.call_sid = call_sid or f"SIM{next(_ids):08d}"
         self.caller = caller if caller is not None else self._lookup()
         self.state: dict | None = None
@@ -69,13 +73,14 @@ class SimulatedCall:
 
         return Context(now=self.now or clock(), flows=self.flows, lookup=lookup, match=self.match,
                        estimate=self.estimate, pending_callback=self.pending_callback,
-                       region=self.region)
+                       region=self.region, propagate=self.propagate)
 
     def send(self, event: E.Event) -> Result:
         if isinstance(event, E.Digits):
             event = self._as_twilio_sends(event)
         flow = self.flows[self.state["flow"]] if self.state else self.flow
         result = run(flow, self.state, event, self._context())
+        result.log_error(log, self.call_sid)
         self.state = result.state
         self.steps += result.steps
         self.results.append(result)

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
+from ivr.errors import IvrError
 from ivr.phone import normalize
 
 __all__ = [
@@ -46,7 +47,7 @@ REQUIRED_COLUMNS = ("phone", "first_name")
 CALLER_KEYS = ("known", "phone", "first_name", "last_name", "customer_id", "full_name")
 
 
-class DirectoryError(Exception):
+class DirectoryError(IvrError):
     """A caller directory cannot be read; names the file (or table) and line."""
 
     def __init__(self, path: str | Path, line: int | None, message: str) -> None:

@@ -31,6 +31,8 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from ivr.errors import IvrError
+
 __all__ = ["BusinessHours", "Holiday", "HoursError", "parse_hours"]
 
 Path = tuple[str | int, ...]
@@ -45,7 +47,7 @@ _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _EXAMPLE = 'e.g. "08:00-20:00", "08:00-12:00, 13:00-17:00", 24h or closed'
 
 
-class HoursError(ValueError):
+class HoursError(IvrError, ValueError):
     """Bad hours data; ``path`` is the key path inside the hours mapping."""
 
     def __init__(self, path: Path, message: str) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from ivr.errors import IvrError
+
 _env = SandboxedEnvironment(
     undefined=ChainableUndefined,
     autoescape=False,
@@ -27,7 +29,7 @@ def _spell_digits(value: Any) -> str:
 _env.filters["digits"] = _spell_digits
 
 
-class TemplateError(ValueError):
+class TemplateError(IvrError, ValueError):
     """A template that cannot compile; `line` is relative to the template text."""
 
     def __init__(self, message: str, line: int | None = None):

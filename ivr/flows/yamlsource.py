@@ -104,7 +104,8 @@ def parse(text: str, file: str) -> Source:
         if "'\\t'" in what or "\t" in what:
             what += "; indent with spaces, not tabs"
         raise FlowError([Problem(file, line, col, f"YAML syntax: {what}", code="yaml")]) from None
-    except Exception as exc:  # scanner errors without marks, bad encodings
+    except Exception as exc:  # noqa: BLE001 - however the parser fails, the file cannot be read
+        # (ReaderError for a control character, ValueError for an impossible date...)
         raise FlowError([Problem(file, None, None, f"YAML syntax: {exc}", code="yaml")]) from None
     src = Source(file=file, data=None)
     src.data = _plain(raw, (), src)

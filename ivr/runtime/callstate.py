@@ -33,6 +33,7 @@ import redis
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from ivr.calllog import recorder
+from ivr.errors import IvrError
 
 from .connections import FAILOVER_S, is_failover_client
 
@@ -107,11 +108,11 @@ return 0
 """
 
 
-class CallBusy(Exception):
+class CallBusy(IvrError):
     """Another request for the same call held the lock for too long."""
 
 
-class LockLost(Exception):
+class LockLost(IvrError):
     """This request took so long that its lock expired and another request for the call ran."""
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import requests
 from redis import Redis
 from rq import Queue, Retry
+from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.config import Config
+from ivr.errors import IvrError
 
 log = logging.getLogger("ivr.recordings")
 
@@ -25,7 +27,7 @@ QUEUE = "recordings"
 _SID = re.compile(r"[A-Za-z0-9]{2,64}")  # used with fullmatch: no trailing newline either
 
 
-class RecordingError(Exception):
+class RecordingError(IvrError):
     """A recording that cannot be fetched or stored (the job fails and rq retries it)."""
 
 
@@ -98,9 +100,12 @@ def warm(config: Config) -> None:
     svc.warmup.join()  # a fork while the intent model loads in a thread would crash the worker
     try:
         svc.migrate()
-    except Exception as exc:  # callbacks must still be dialled; recording jobs retry later
+    except SQLAlchemyError as exc:  # callbacks must still be dialled; recording jobs retry later
         log.error("could not bring the database up to date (%s); recording jobs will fail and be "
                   "retried until it is back", exc.__class__.__name__)
+    except Exception:
+        log.exception("could not bring the database up to date; recording jobs will fail and be "
+                      "retried")
     for language in sorted({f.language for f in svc.registry.flows.values()}):
         if svc.vosk_models.is_available(language):
             svc.vosk_models.get(language)

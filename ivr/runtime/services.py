@@ -202,4 +202,5 @@ class Services:
             return found.as_context() if found else None
 
         return Context(now=clock(), flows=registry.flows, lookup=lookup,
-                       match=self.matchers.match, fallback_number=self.config.fallback_number, **hooks)
+                       match=self.matchers.match, fallback_number=self.config.fallback_number,
+                       propagate=self.config.propagate_exceptions, **hooks)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 from twilio.rest import Client
 
 from ivr.config import Config
+from ivr.errors import IvrError
 
 
 def client(config: Config) -> Client:
@@ -24,7 +25,7 @@ def client(config: Config) -> Client:
 _TWILIO_API_HOST = re.compile(r"api(?:\.[a-z0-9-]+)*\.twilio\.com")
 
 
-class UntrustedMediaUrl(ValueError):
+class UntrustedMediaUrl(IvrError, ValueError):
     """A media URL that is not Twilio's: the account's credentials are never sent there."""
 
 

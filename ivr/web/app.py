@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, jsonify
 
 from ivr.config import Config, safe_url
@@ -24,6 +25,8 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
         config = Config.from_env(**config)
     app = Flask(__name__)
     app.config["IVR"] = config
+    if config.propagate_exceptions:  # a bug reaches the test client (or a 500), not an apology
+        app.config["PROPAGATE_EXCEPTIONS"] = True
     # Twilio's bodies are a few KB (what a caller said is the longest part): anything far
     # larger is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY
@@ -42,7 +45,7 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
     app.extensions["ivr"] = svc
     try:
         svc.redis.ping()
-    except Exception as exc:  # noqa: BLE001 - said now, not first heard from a caller
+    except redis.RedisError as exc:  # said now, not first heard from a caller
         log.error("cannot reach Redis at %s (%s): every call will get the apology and the "
                   "fallback number until it answers", safe_url(svc.redis_url or ""), exc)
     if config.recorder:
@@ -77,7 +80,7 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
     def health():
         try:
             redis_ok = bool(svc.redis.ping())
-        except Exception:
+        except redis.RedisError:
             redis_ok = False
         flows = sorted(svc.registry.flows)
         ok = redis_ok and bool(flows)

@@ -34,7 +34,7 @@ def redirect_url(base: str, step: str, text: str, confidence: float) -> str:
 def media(ws) -> None:
     """One Media Stream: audio in, at most one redirect of the call out."""
     from speech.media_stream import MediaStreamError, MediaStreamSession
-    from speech.models import ModelNotAvailable
+    from speech.models import ModelUnavailable
 
     svc = current_app.extensions["ivr"]
     if not is_valid_websocket(request, svc.config):
@@ -51,7 +51,7 @@ def media(ws) -> None:
                 break
             try:
                 results = session.handle(raw)
-            except (ModelNotAvailable, MediaStreamError) as exc:
+            except (ModelUnavailable, MediaStreamError) as exc:
                 # The keypad <Gather> is still running, so the caller is not stranded.
                 log.error("media stream for call %s: %s", session.call_sid, exc)
                 break

@@ -69,10 +69,12 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
 
     try:
         Store(config.effective_database_url).migrate()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever it is, calls are still answered
+        from sqlalchemy.exc import SQLAlchemyError
+
         log.error("could not bring the database at %s up to date (%s); answering calls anyway, "
                   "the step log waits in Redis until it is back", safe_url(config.effective_database_url),
-                  exc.__class__.__name__)
+                  exc.__class__.__name__, exc_info=not isinstance(exc, SQLAlchemyError))
 
     module, _, attr = app_factory.partition(":")
 

@@ -25,13 +25,14 @@ from ivr.engine import events as E
 from ivr.engine.runner import Estimate, clock
 from ivr.engine.simulation import SimulatedCall, describe_wait, parse_input
 from ivr.engine.states import Wait, is_listening, is_over, records_a_message
+from ivr.errors import IvrError
 
 PREFIX = "ivr:testcall:"
 TTL_S = 2 * 3600  # a test call left open in a browser tab is forgotten after this
 QUEUE_CYCLE_S = 30  # seconds of hold music one "keep holding" click stands for
 
 
-class TestCallError(Exception):
+class TestCallError(IvrError):
     """Something the operator asked for that cannot be done; the message says what."""
 
 
@@ -99,7 +100,7 @@ class TestCalls:
                             directory=registry.directory(flow), match=self.svc.matchers.match,
                             caller=(call["state"] or {}).get("caller") if call.get("state") else None,
                             call_sid=call["sid"], region=self.svc.config.default_region,
-                            estimate=estimate)
+                            estimate=estimate, propagate=self.svc.config.propagate_exceptions)
         sim.state = call.get("state")
         return sim
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.calllog.store import Store, users
+from ivr.errors import IvrError
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 10
@@ -21,7 +22,7 @@ MIN_PASSWORD = 10
 _DUMMY_HASH = generate_password_hash("not a real password, only for timing")
 
 
-class UserError(ValueError):
+class UserError(IvrError, ValueError):
     """A name or password that cannot be used; the message says why."""
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
+import redis
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -29,6 +30,7 @@ from ivr.config import Config
 from ivr.engine import events as E
 from ivr.engine.runner import run
 from ivr.engine.states import Outcome, Wait, hung_up
+from ivr.errors import IvrError
 from ivr.phone import normalize
 from ivr.runtime.services import Services, caller_context
 
@@ -105,9 +107,16 @@ def http_error(exc: HTTPException) -> HTTPException:
     return exc
 
 
+# Failures the server plans for: its own, and Redis or the network out of reach.
+EXPECTED = (IvrError, redis.RedisError, OSError)
+
+
 @bp.errorhandler(Exception)
 def fail_safe_on_error(exc: Exception) -> Response:
-    """A bug or an outage (Redis down, a lock timeout): the caller still hears us."""
+    """A bug or an outage (Redis down, a lock timeout): the caller still hears us. With
+    IVR_PROPAGATE_EXCEPTIONS (the tests) a bug is raised instead, for Flask to propagate."""
+    if _config().propagate_exceptions and not isinstance(exc, EXPECTED):
+        raise exc
     try:
         log.error("call %s: webhook %s failed", request.form.get("CallSid", "?"), request.path,
                   exc_info=exc)
@@ -204,10 +213,7 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
         g.flow = flow  # whose fallback number an error from here on dials
         result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
         line = cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
-        for failed in (s for s in result.steps if s["event"] == "error"):
-            log.error("call %s: flow '%s' failed at node '%s' and the caller was handed to a "
-                      "person: %s", sid, failed["flow"], failed["node"],
-                      (failed.get("detail") or {}).get("error"))
+        result.log_error(log, sid)
         records = _log_records(sid, event, result)
         if answer:
             step = last_step + 1
@@ -396,6 +402,7 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
             else:
                 hangup = E.HangUp(call_status, duration)
                 result = run(flow, state, hangup, _context(svc, sid, flow, state))
+                result.log_error(log, sid)
                 line = cbweb.after_step(svc.callbacks, sid, hangup, state, result, flow)
                 result_state, steps, ended = result.state, result.steps, result.ended or {}
             records = [{"type": "step", "call_sid": sid, **s} for s in steps]
@@ -448,7 +455,7 @@ def fallback() -> Response:
         token = int(args.get("s", "0"))
     except ValueError:
         return fail_safe(f"{reason}; its step token is not a number")
-    except Exception as exc:  # Redis down: the step cannot run here either
+    except redis.RedisError as exc:  # Redis down: the step cannot run here either
         return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
     if state is not None and token < last_step and last_twiml:
         log.warning("call %s: %s; answering that step as before", sid, reason)

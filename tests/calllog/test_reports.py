@@ -436,7 +436,8 @@ def test_answers_to_free_text_questions_are_not_counted_as_not_understood():
     flow = load_flow_text("id: ft\nstart: acct\nsettings: {escape: q}\nnodes:\n"
                           "  acct: {ask: {prompt: Say your account number., save_as: account}, next: q}\n"
                           "  q: {queue: {name: billing}}\n", "ft.yaml")
-    call = SimulatedCall(flow, "+14155550100", now=T0, match=default_matcher(), call_sid="CAX")
+    call = SimulatedCall(flow, "+14155550100", now=T0, match=default_matcher(), call_sid="CAX",
+                         propagate=True)
     call.start()
     call.now = T0 + timedelta(seconds=5)
     call.send(E.Speech("one two three four", 0.9))

@@ -38,7 +38,7 @@ tests:
       - press: 2
       - at: billing_queue
 """)
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert not res.ok and len(res.failed) == 1
     failure = res.failed[0]
     assert failure.line == 8 and failure.test == "wrong route"
@@ -54,7 +54,7 @@ tests:
     steps:
       - pres: 1
 """)
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert not res.ok
     assert "unknown step 'pres' (did you mean 'press'?)" in str(res.problems[0])
     assert res.problems[0].line == 5
@@ -75,7 +75,7 @@ tests:
       - press: 1
       - vars: [a]
 """)
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert not res.ok
     text = "\n".join(str(p) for p in res.problems) + "\n".join(str(f) for f in getattr(res, "failures", []))
     assert "'caller' is the caller's directory record" in text
@@ -117,7 +117,7 @@ def test_simulated_voicemail_after_hours():
 
     flow = load_flow(FLOWS / "support.yaml")
     call = SimulatedCall(flow, "+14155550101", now=datetime(2026, 11, 29, 12, tzinfo=UTC),
-                         directory=directory_for(flow), match=default_matcher())
+                         directory=directory_for(flow), match=default_matcher(), propagate=True)
     out = io.StringIO()
     interactive(call, io.StringIO("Hi it's Grace, please call me back\n"), out)
     text = out.getvalue()
@@ -157,7 +157,7 @@ tests:
       - hears: "didn't hear anything"
       - at: account
 """)
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert res.ok, [str(f.message) for f in res.failed] + [str(p) for p in res.problems]
 
 
@@ -172,12 +172,12 @@ tests:
       - press: 1
       - not_reaches: biling_queue
 """)
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert not res.ok and "x.test.yaml:7:22" in str(res.problems[0])
     problem = str(res.problems[0])
     assert "there is no node 'biling_queue' in the flows (did you mean 'billing_queue'?)" in problem
     path.write_text(path.read_text().replace("not_reaches: biling_queue", "outcome: queud"))
-    res = run_file(path)
+    res = run_file(path, propagate=True)
     assert "'queud' is not an outcome (did you mean 'queued'?)" in str(res.problems[0])
 
 

@@ -45,7 +45,7 @@ class Call:
 
         return Context(now=OPEN, estimate=estimate,
                        pending_callback=(lambda n: self.pending) if self.pending else None,
-                       calling_opens=self.opens)
+                       calling_opens=self.opens, propagate=True)
 
     def send(self, event):
         r = run(self.flow, self.state, event, self.ctx())
@@ -247,7 +247,7 @@ def test_callback_call_carries_what_the_first_call_learned():
                 "requested": "12 minutes ago", "reason": "my router blinks red", "intent": "technical",
                 "vars": {"account": "1001"}, "number_spoken": "4 1 5, 5 5 5, 0 1 0 0"}
     r = run(flow, None, E.CallStarted("CA9", "+14155550100", "+15005550006", ADA, callback=callback,
-                                      parent_call_sid="CA1"), Context(now=OPEN))
+                                      parent_call_sid="CA1"), Context(now=OPEN, propagate=True))
     assert r.said.startswith("Hi Ada, this is Northwind Fibre. This is the callback you asked for 12 "
                              "minutes ago")
     dial = r.actions[-1]

@@ -93,7 +93,7 @@ def test_a_new_kind_is_loaded_checked_drawn_and_run(rating_kind):
     assert 'rate[/"rate<br/>rating: 1 to 5"\\]' in diagram.mermaid(flow)
     assert '"rate" [shape=trapezium, label="rate\\nrating: 1 to 5"];' in diagram.dot(flow)
 
-    ctx = Context(now=OPEN)
+    ctx = Context(now=OPEN, propagate=True)
     r = run(flow, None, E.CallStarted("CA1", "+14155550100", "+15005550006"), ctx)
     assert r.actions == [A.Gather(prompts=(A.Say("How did we do? Press 1 to 5.", None, "en-US"),),
                                   input=("dtmf",), num_digits=1)]

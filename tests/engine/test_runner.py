@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from ivr.engine import actions as A
 from ivr.engine import events as E
 from ivr.engine.runner import MAX_HOPS, Context, Match, run
+from ivr.errors import FlowRuntimeError
 from ivr.flows.loader import load_flow, load_flow_text
 from speech.intents import IntentSpec, KeywordMatcher
 from tests.conftest import FIXTURES, FLOWS
@@ -39,6 +41,7 @@ def keyword_match(flow, text):
 
 def ctx(now=OPEN, **kw):
     kw.setdefault("match", keyword_match)
+    kw.setdefault("propagate", True)  # a bug fails the test; the fail-safe tests turn it off
     return Context(now=now, **kw)
 
 
@@ -245,6 +248,60 @@ def test_goto_flow_continues_in_the_other_flow(all_kinds):
     r = run(all_kinds, r.state, E.Digits("2"), ctx(flows=flows))
     assert r.state["flow"] == "minimal"
     assert r.said == "Hello. Goodbye." and r.actions[-1] == A.Hangup()
+
+
+LOOKUP = load_flow_text("""
+id: lookup
+settings: {fallback_number: "+15005550010"}
+nodes:
+  find:
+    lookup: {by: customer_id, value: "{{ call.from }}", found: bye, not_found: bye}
+  bye:
+    hangup: Bye.
+""", "lookup.yaml")
+
+
+def _broken_lookup(field, value):
+    return {"known": True}["first_name"]  # a bug: KeyError
+
+
+def test_a_bug_fails_safe_and_the_result_carries_the_exception():
+    r = run(LOOKUP, None, E.CallStarted("CA20", "+14155550100", None, {}),
+            ctx(lookup=_broken_lookup, propagate=False))
+    assert r.said.startswith("We're sorry, something went wrong on our side.")
+    assert r.actions[-1] == A.Dial("+15005550010", 30, None, "Transferred after an error in the phone menu.")
+    assert isinstance(r.error, KeyError) and r.error.__traceback__ is not None
+    assert r.steps[-1]["event"] == "error" and r.steps[-1]["detail"] == {"error": "KeyError: 'first_name'"}
+    assert run(LOOKUP, None, E.CallStarted("CA21", "+14155550100", None, {}), ctx()).error is None
+
+
+def test_propagation_lets_a_bug_out_but_a_flows_own_failure_still_fails_safe():
+    with pytest.raises(KeyError, match="first_name"):
+        run(LOOKUP, None, E.CallStarted("CA22", "+14155550100", None, {}),
+            ctx(lookup=_broken_lookup, propagate=True))
+    missing = load_flow_text("id: goto\nnodes:\n  elsewhere:\n    goto_flow: nowhere\n", "goto.yaml")
+    r = run(missing, None, E.CallStarted("CA23", None, None, {}), ctx(propagate=True))
+    assert isinstance(r.error, FlowRuntimeError) and r.state["wait"] == "failsafe"
+    assert r.steps[-1]["detail"] == {"error": "FlowRuntimeError: flow 'nowhere' is not loaded"}
+
+
+def test_a_failure_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog):
+    log = logging.getLogger("test.engine")
+    bug = run(LOOKUP, None, E.CallStarted("CA24", "+14155550100", None, {}),
+              ctx(lookup=_broken_lookup, propagate=False))
+    missing = load_flow_text("id: goto\nnodes:\n  elsewhere:\n    goto_flow: nowhere\n", "goto.yaml")
+    flow_failure = run(missing, None, E.CallStarted("CA25", None, None, {}), ctx())
+    with caplog.at_level(logging.ERROR, "test.engine"):
+        bug.log_error(log, "CA24")
+        flow_failure.log_error(log, "CA25")
+        run(LOOKUP, None, E.CallStarted("CA26", None, None, {}), ctx()).log_error(log, "CA26")
+    first, second = caplog.records
+    assert first.getMessage() == ("call CA24: flow 'lookup' failed at node 'find' and the caller was "
+                                  "handed to a person: KeyError: 'first_name'")
+    assert first.exc_info[1] is bug.error and "_broken_lookup" in caplog.text  # the traceback
+    assert second.getMessage() == ("call CA25: flow 'goto' failed at node 'elsewhere' and the caller "
+                                   "was handed to a person: FlowRuntimeError: flow 'nowhere' is not loaded")
+    assert second.exc_info is None
 
 
 def test_runaway_loop_fails_safe_to_a_person():

@@ -81,7 +81,7 @@ nodes:
 
 
 def test_a_finished_flow_and_its_hang_up_are_one_wait_and_a_flag():
-    ctx = Context(now=OPEN)
+    ctx = Context(now=OPEN, propagate=True)
     r = run(FLOW, None, E.CallStarted("CA1", "+14155550100", "+15005550006"), ctx)
     r = run(FLOW, r.state, E.Digits("1"), ctx)
     assert r.state["wait"] is Wait.ENDED and r.state["v"] == STATE_VERSION == 2
@@ -92,7 +92,7 @@ def test_a_finished_flow_and_its_hang_up_are_one_wait_and_a_flag():
 
 
 def test_live_calls_stored_by_state_version_1_are_read():
-    ctx = Context(now=OPEN)
+    ctx = Context(now=OPEN, propagate=True)
     started = run(FLOW, None, E.CallStarted("CA1", "+14155550100", "+15005550006"), ctx).state
     v1 = {**orjson.loads(orjson.dumps(started)), "v": 1}
     # "end": the flow had hung up; Twilio's hang-up is still to come and closes the call

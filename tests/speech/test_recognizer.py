@@ -36,8 +36,8 @@ from speech.audio import (  # noqa: E402
 from speech.media_stream import MediaStreamError, MediaStreamSession, twilio_messages  # noqa: E402
 from speech.models import (  # noqa: E402
     LoadedModel,
-    ModelNotAvailable,
     ModelRegistry,
+    ModelUnavailable,
     load_model,
     parse_model_spec,
     pip_model_path,
@@ -187,7 +187,7 @@ def test_parse_model_spec():
 
 def test_missing_model_path_gives_clear_error(tmp_path):
     missing = tmp_path / "vosk-model-small-en-us-0.15"
-    with pytest.raises(ModelNotAvailable) as err:
+    with pytest.raises(ModelUnavailable) as err:
         load_model(missing, language="en-US")
     message = str(err.value)
     assert str(missing) in message and "does not exist" in message
@@ -196,7 +196,7 @@ def test_missing_model_path_gives_clear_error(tmp_path):
 
     not_a_model = tmp_path / "empty"
     not_a_model.mkdir()
-    with pytest.raises(ModelNotAvailable, match="no am/final.mdl"):
+    with pytest.raises(ModelUnavailable, match="no am/final.mdl"):
         load_model(not_a_model)
 
 
@@ -207,9 +207,9 @@ def test_registry_from_env_resolves_regional_codes_and_reports_missing(tmp_path)
     assert registry.resolve("en_us") == ("en-US", tmp_path / "en")
     assert registry.resolve("en") == ("en-US", tmp_path / "en")
     assert not registry.is_available("ko")
-    with pytest.raises(ModelNotAvailable, match=str(tmp_path / "ko")):
+    with pytest.raises(ModelUnavailable, match=str(tmp_path / "ko")):
         registry.get("ko-KR")
-    with pytest.raises(ModelNotAvailable, match="no vosk model configured for language 'fr'"):
+    with pytest.raises(ModelUnavailable, match="no vosk model configured for language 'fr'"):
         registry.get("fr")
 
 
@@ -217,7 +217,7 @@ def test_a_french_flow_finds_its_model_and_is_told_which_to_install(tmp_path):
     """No French model comes from a registry: the error names the one to download, and a
     model configured as `fr` serves flows in fr-FR, fr-CA..."""
     registry = ModelRegistry.from_env({}, use_pip_models=False)
-    with pytest.raises(ModelNotAvailable) as err:
+    with pytest.raises(ModelUnavailable) as err:
         registry.get("fr-FR")
     assert "vosk-model-small-fr-0.22" in str(err.value)
     assert 'IVR_VOSK_MODELS="fr-FR=/path/to/model"' in str(err.value)
@@ -371,7 +371,7 @@ def test_media_stream_without_a_model_for_the_language_fails_at_start(tmp_path):
     session = MediaStreamSession(registry, language="en-US")
     messages = speechutil.twilio_stream(b"\xff" * 320)
     session.handle(messages[0])
-    with pytest.raises(ModelNotAvailable, match="nothing-here"):
+    with pytest.raises(ModelUnavailable, match="nothing-here"):
         session.handle(messages[1])
 
 

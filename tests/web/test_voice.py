@@ -264,14 +264,33 @@ def test_live_state_is_small_and_expires(app, twilio, redis_url):
     assert 0 < r.ttl("ivr:call:CA114") <= app.config["IVR"].state_ttl
 
 
-def test_fail_safe_uses_the_flow_fallback_number(make_app, redis_url):
-    app = make_app(fallback_number="")
+def test_fail_safe_uses_the_flow_fallback_number(make_app, redis_url, caplog):
+    app = make_app(fallback_number="", propagate_exceptions=False)  # the fail-safe is under test
     client = Twilio(app.test_client())
     parse(client.post("/voice", CallSid="CA115", **CALLER))
     # the live state is corrupted mid-call: the flow's own fallback number takes the caller
     redis.Redis.from_url(redis_url).hset("ivr:call:CA115", "state", '{"flow": "support"}')
     root = parse(client.post("/voice/gather?s=1", CallSid="CA115", Digits="1"))
-    assert root.find("Dial").text == "+15005550010"
+    assert root.find("Dial/Number").text == "+15005550010"
+    assert said(root).startswith("We're sorry, something went wrong on our side.")
+    # the supervisor's log says where and why, with the traceback of what went wrong
+    failed = [r for r in caplog.records if r.name == "ivr.voice" and "failed at node" in r.getMessage()]
+    assert [r.getMessage() for r in failed] == [
+        "call CA115: flow 'support' failed at node 'check_hours' and the caller was handed to a person: "
+        "KeyError: 'node'"]
+    assert isinstance(failed[0].exc_info[1], KeyError) and "Traceback" in caplog.text
+
+
+def test_with_propagation_on_a_bug_reaches_the_test_instead_of_an_apology(make_app, redis_url):
+    app = make_app()  # IVR_PROPAGATE_EXCEPTIONS, as every test runs
+    client = Twilio(app.test_client())
+    parse(client.post("/voice", CallSid="CA116", **CALLER))
+    redis.Redis.from_url(redis_url).hset("ivr:call:CA116", "state", '{"flow": "support"}')
+    with pytest.raises(KeyError, match="node"):
+        client.post("/voice/gather?s=1", CallSid="CA116", Digits="1")
+    # an outage the server plans for is still answered safely
+    down = Twilio(make_app(redis_url="redis://127.0.0.1:1/0").test_client())
+    assert parse(down.post("/voice", CallSid="CA117", **CALLER)).find("Dial").text == "+15005550010"
 
 
 def test_webhook_paths_answer_post_only(app):

@@ -8,6 +8,7 @@ import secrets
 import threading
 from typing import Any
 
+import redis
 from flask import Response, abort, current_app, g, redirect, render_template, request, session, url_for
 
 from ivr.web import users
@@ -89,7 +90,7 @@ def _safe_next(target: str | None) -> str | None:
 def _too_many(keys: list[str]) -> bool:
     try:
         values = services().redis.mget(keys)
-    except Exception:  # Redis trouble must not lock supervisors out
+    except redis.RedisError:  # Redis trouble must not lock supervisors out
         return False
     return any(int(v or 0) >= MAX_FAILURES for v in values)
 
@@ -101,7 +102,7 @@ def _failed(keys: list[str]) -> None:
             pipe.incr(key)
             pipe.expire(key, FAILURE_WINDOW_S)
         pipe.execute()
-    except Exception:
+    except redis.RedisError:
         log.exception("could not count a failed dashboard login")
 
 
