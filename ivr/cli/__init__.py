@@ -424,21 +424,42 @@ def recordings_retry() -> None:
     click.echo(f"queued {len(waiting)} recording{'s' if len(waiting) != 1 else ''} for `ivr worker`")
 
 
-def _attach_optional_groups() -> None:
-    """Commands that live in other packages of this project."""
+# Commands that live in other packages of this project: (name, module, attribute).
+OPTIONAL_GROUPS = (("intents", "speech.cli", "intents"), ("speech", "speech.transcribe_cli", "speech"),
+                   ("agents", "callbacks.cli", "agents"), ("callbacks", "callbacks.cli", "callbacks_group"))
+
+
+def _attach_optional_groups(group: click.Group) -> None:
+    """Add the commands of other packages. One whose module fails to import is still listed,
+    marked unavailable, and says why when it is run: a broken package must neither take the
+    other commands down nor disappear without a word."""
     import importlib
 
-    for module, attr in (("speech.cli", "intents"), ("speech.transcribe_cli", "speech"),
-                         ("callbacks.cli", "agents"),
-                         ("callbacks.cli", "callbacks_group")):
+    for name, module, attr in OPTIONAL_GROUPS:
         try:
-            group = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        cli.add_command(group)
+            command = getattr(importlib.import_module(module), attr)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is reported, not raised
+            command = _unavailable(name, module, exc)
+        group.add_command(command, name)
 
 
-_attach_optional_groups()
+def _unavailable(name: str, module: str, exc: Exception) -> click.Command:
+    import traceback
+
+    reason = f"{module} could not be imported: {type(exc).__name__}: {exc}"
+
+    @click.command(name, help=f"Unavailable: {reason}.",
+                   short_help=f"UNAVAILABLE: {module} failed to import ({type(exc).__name__})",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                     "help_option_names": []})
+    def command() -> None:
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        raise click.ClickException(f"`ivr {name}` cannot run: {reason}")
+
+    return command
+
+
+_attach_optional_groups(cli)
 
 
 def _attach_supervisor_commands() -> None:
