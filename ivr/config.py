@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,6 +70,14 @@ class Config:
     mask_numbers: bool = True  # mask caller numbers in CSV exports unless asked otherwise
     retention_days: int = 0  # `ivr retention`: delete the step log older than this (0: keep)
     recordings_retention_days: int = 0  # delete recordings older than this (0: retention_days)
+    # Self-service: flows asking the company's systems (`request:` nodes, HTTP caller
+    # directories) and sending texts (`sms:` nodes).
+    request_hosts: str = ""  # the only hosts requests may reach: "api.example.com,10.0.0.5:8080"
+    request_quick_ms: int = 300  # a webhook waits this long for an answer before the node's prompt plays
+    request_threads: int = 16  # requests running at once in each web process
+    request_circuit_failures: int = 5  # failures in a row to one host that open its circuit
+    request_circuit_seconds: int = 30  # how long an open circuit refuses requests before one is tried
+    sms_from: str = ""  # the number texts are sent from; empty: the number the caller rang
 
     ENV = {
         "twilio_auth_token": "TWILIO_AUTH_TOKEN",
@@ -104,13 +113,20 @@ class Config:
         "mask_numbers": "IVR_MASK_NUMBERS",
         "retention_days": "IVR_RETENTION_DAYS",
         "recordings_retention_days": "IVR_RECORDINGS_RETENTION_DAYS",
+        "request_hosts": "IVR_REQUEST_HOSTS",
+        "request_quick_ms": "IVR_REQUEST_QUICK_MS",
+        "request_threads": "IVR_REQUEST_THREADS",
+        "request_circuit_failures": "IVR_REQUEST_CIRCUIT_FAILURES",
+        "request_circuit_seconds": "IVR_REQUEST_CIRCUIT_SECONDS",
+        "sms_from": "IVR_SMS_FROM",
     }
 
     # Smallest sensible values: live state that expires at once would cut every call short.
     MINIMUMS: ClassVar[dict[str, int]] = {
         "state_ttl": 60, "callback_ring_timeout": 1, "callback_dial_grace": 1, "callback_sweep_interval": 1,
         "callback_handle_time": 1, "callback_keep_days": 0, "service_level_s": 1, "retention_days": 0,
-        "recordings_retention_days": 0,
+        "recordings_retention_days": 0, "request_quick_ms": 0, "request_threads": 1,
+        "request_circuit_failures": 1, "request_circuit_seconds": 1,
     }
 
     @classmethod
@@ -165,6 +181,7 @@ class Config:
         URLs that cannot be parsed, malformed shared keys and (with `data_dir`, for commands
         that keep files there) a data folder that cannot be created."""
         self.shared_keys  # noqa: B018 - raises for a malformed value
+        self.allowed_hosts  # noqa: B018 - raises for a malformed IVR_REQUEST_HOSTS
         if self.redis_url:
             from redis.connection import parse_url
 
@@ -193,6 +210,11 @@ class Config:
                 raise ValueError(f"IVR_DATA_DIR {str(self.data_dir)!r} cannot be created: "
                                  f"{exc.strerror}") from None
 
+    @cached_property
+    def allowed_hosts(self) -> AllowedHosts:
+        """IVR_REQUEST_HOSTS, parsed (ValueError for an entry that is not a host)."""
+        return AllowedHosts.parse(self.request_hosts)
+
     @property
     def sqlite_url(self) -> str:
         return f"sqlite:///{(self.data_dir / 'ivr.db').resolve()}"
@@ -205,6 +227,79 @@ class Config:
     def agents_path(self) -> Path:
         """The agents file: IVR_AGENTS_FILE, else agents.yaml in the flows folder."""
         return Path(self.agents_file) if self.agents_file else self.flows_dir / "agents.yaml"
+
+
+@dataclass(frozen=True)
+class AllowedHosts:
+    """The hosts a flow's requests may reach (IVR_REQUEST_HOSTS), so that no flow can make
+    the server fetch an arbitrary address (its own Redis, a cloud metadata service...).
+
+    Each entry is a host name or an IP address, with a port or without: `api.example.com`
+    allows that host on the URL scheme's own port (443 for https, 80 for http) only;
+    `api.example.com:8443` that port only; `*.example.com` any host under example.com on
+    the scheme's port. Names are compared without regard to case. Empty: no request is
+    allowed."""
+
+    entries: tuple[tuple[str, int | None], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedHosts:
+        entries = []
+        for raw in (part.strip() for part in (text or "").split(",")):
+            if not raw:
+                continue
+            host, port = _host_and_port(raw)
+            entries.append((host, port))
+        return cls(tuple(entries))
+
+    def allows(self, scheme: str, host: str, port: int | None) -> bool:
+        """Whether a URL with this scheme, host and port (None: the scheme's) may be fetched."""
+        host = (host or "").lower().rstrip(".")
+        default = {"https": 443, "http": 80}.get(scheme)
+        if default is None or not host:
+            return False
+        port = default if port is None else port
+        for allowed, allowed_port in self.entries:
+            if port != (default if allowed_port is None else allowed_port):
+                continue
+            if allowed == host or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+                return True
+        return False
+
+    def __str__(self) -> str:
+        return ",".join(h if p is None else f"{_bracketed(h)}:{p}" for h, p in self.entries) or "(empty)"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _host_and_port(raw: str) -> tuple[str, int | None]:
+    """"api.example.com", "api.example.com:8443", "10.0.0.5:80", "[::1]:8080" -> (host, port)."""
+    bad = ValueError(f"IVR_REQUEST_HOSTS: {raw!r} is not a host or host:port (write "
+                     "api.example.com, api.example.com:8443 or *.example.com, separated by commas)")
+    if "/" in raw or "@" in raw or " " in raw:
+        raise bad
+    host, port = raw, None
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise bad
+        host, rest = raw[1:end], raw[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise bad
+            port = rest[1:]
+    elif raw.count(":") == 1:
+        host, port = raw.split(":")
+    if port is not None:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad
+        port = int(port)
+    host = host.lower().rstrip(".")
+    if not host or host == "*." or ("*" in host and not (host.startswith("*.") and "*" not in host[2:])):
+        raise bad
+    return host, port
 
 
 def safe_url(url: str) -> str:

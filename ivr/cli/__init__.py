@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime
@@ -93,9 +94,10 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 
     Also reports, for each destination, the quickest way a caller gets there by keypad and
     by speech, with the seconds of prompts they hear first."""
-    from ivr.flows.checker import destination_paths
+    from ivr.flows.checker import destination_paths, environment_problems
     from ivr.flows.loader import load_flow
 
+    hosts = _config().allowed_hosts
     files = _flow_paths(paths)
     if not files:
         raise click.UsageError("no flow files found")
@@ -106,7 +108,8 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
         entry: dict = {"file": str(path), "ok": True, "problems": [], "destinations": []}
         try:
             flow = load_flow(path)
-            problems = list(flow.problems) + _directory_problems(flow)
+            problems = (list(flow.problems) + _directory_problems(flow)
+                        + environment_problems(flow, hosts=hosts))
             if flow.id in loaded:
                 problems.append(Problem(str(path), 1, 1, f"flow id '{flow.id}' is already used by "
                                         f"{loaded[flow.id].file}; give each flow its own 'id'"))
@@ -321,9 +324,16 @@ def _load_or_exit(path: str):
               help="The caller's number (try one from the flow's directory).")
 @click.option("--to", "to_number", default=None, help="The number called.")
 @click.option("--at", "at", default=None, help="Pretend time, e.g. 2026-11-24T15:00:00Z (business hours).")
-def simulate(flow: str, from_number: str, to_number: str | None, at: str | None) -> None:
+@click.option("--live-requests", is_flag=True,
+              help="Call the real APIs of request nodes (hosts in IVR_REQUEST_HOSTS, secrets from "
+                   "the environment) instead of the answers the flow's tests declare.")
+def simulate(flow: str, from_number: str, to_number: str | None, at: str | None,
+             live_requests: bool) -> None:
     """Make a call in the terminal. Type digits to press keys, words to speak, Enter for
-    silence, 'hangup' to hang up. Reads a script from stdin when it is not a terminal."""
+    silence, 'hangup' to hang up. Reads a script from stdin when it is not a terminal.
+
+    Request nodes get the answers declared under `responses:` in the flow's test files
+    (flows/tests/*.test.yaml), or with --live-requests the real API's."""
     from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for, interactive
     from ivr.flows.directory import DirectoryError
     from ivr.flows.loader import load_flow
@@ -357,8 +367,42 @@ def simulate(flow: str, from_number: str, to_number: str | None, at: str | None)
                    "number to call back, as Twilio's invalid numbers are", err=True)
     call = SimulatedCall(target, from_number, flows=flows_by_id, now=now, directory=directory,
                          match=default_matcher(), to_number=to_number, region=region,
-                         propagate=cfg.propagate_exceptions)
+                         propagate=cfg.propagate_exceptions,
+                         requester=_requester(target, live_requests))
     sys.exit(interactive(call))
+
+
+def _requester(flow, live: bool):
+    """How the simulator answers request nodes: the real API, or the declared answers."""
+    from ivr.engine import events as E
+    from ivr.engine.answers import NoAnswer, answering, declared_for
+
+    if live:
+        from ivr.runtime.http_requests import perform
+
+        cfg = _config()
+        quick_s = cfg.request_quick_ms / 1000
+
+        def call_api(req):
+            done = perform(req, hosts=cfg.allowed_hosts)
+            return dataclasses.replace(done, heard_prompt=(done.ms or 0) > quick_s * 1000)
+
+        return call_api
+    answers, problems = declared_for(flow)
+    for p in problems:
+        click.secho(str(p), fg="yellow", err=True)
+    declared = answering(answers)
+
+    def answer(req):
+        try:
+            return declared(req)
+        except NoAnswer:
+            click.secho(f"note: no answer to request '{req.node}' is declared under responses: in "
+                        "the flow's tests; it fails as if the API were down (use --live-requests to "
+                        "call it)", fg="yellow", err=True)
+            return E.RequestDone(req.id, error="not_declared")
+
+    return answer
 
 
 @cli.command()

@@ -13,7 +13,18 @@ node X and hear Y", written as YAML and run by `ivr flows test` before a flow ta
           - hears: billing team
 
 Inputs: press, say, silence, hangup, recording, agent_answers, no_answer, queue_wait.
-Checks: hears, not_hears, at, reaches, not_reaches, outcome, intent, vars, known_caller.
+Checks: hears, not_hears, at, reaches, not_reaches, outcome, intent, vars, known_caller,
+callback, requested.
+
+What the company's APIs answer the flow's `request:` nodes is declared by node id, under
+`responses:` for the whole file and in each test that needs another answer (see
+ivr/engine/answers.py):
+
+    responses:
+      order_status: {status: 200, json: {status: shipped, eta: Thursday}}
+    tests:
+      - name: the order API is down
+        responses: {order_status: 500}
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import Any
 
 from ivr.engine import actions as A
 from ivr.engine import events as E
+from ivr.engine.answers import NoAnswer, answering, parse_answers
 from ivr.engine.runner import Estimate
 from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for
 from ivr.engine.states import Outcome, Wait
@@ -37,9 +49,11 @@ from ivr.flows.yamlsource import Source, parse
 
 INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "no_answer", "queue_wait")
 CHECKS = ("hears", "not_hears", "at", "reaches", "not_reaches", "outcome", "intent", "vars",
-          "known_caller", "callback")
+          "known_caller", "callback", "requested")
 OUTCOMES = tuple(Outcome)
-TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "steps")
+TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "responses",
+             "steps")
+FILE_KEYS = ("flow", "at", "responses", "tests", "description")
 
 
 @dataclass
@@ -130,12 +144,13 @@ def run_file(path: str | Path, propagate: bool = False) -> FileResult:
         result.problems = [src.problem((), "a flow test file needs 'flow' and a list of 'tests'")]
         return result
     for key in data:
-        if key not in ("flow", "at", "tests", "description"):
+        if key not in FILE_KEYS:
             result.problems.append(src.problem((key,), f"unknown key '{key}'"
-                                               f"{suggest(key, ['flow', 'at', 'tests'])}", key=True))
+                                               f"{suggest(key, FILE_KEYS)}", key=True))
     try:
         flow, flows = _resolve_flow(data.get("flow"), path, src)
         default_at = _time(data.get("at"), src, ("at",))
+        answers = parse_answers(data.get("responses"), flow, src, ("responses",))
     except FlowError as exc:
         result.problems += exc.problems
         return result
@@ -152,7 +167,7 @@ def run_file(path: str | Path, propagate: bool = False) -> FileResult:
         tp = ("tests", i)
         name = (test.get("name") if isinstance(test, dict) else None) or f"test {i + 1}"
         try:
-            _run_test(flow, flows, test, src, tp, default_at, directory, match, propagate)
+            _run_test(flow, flows, test, src, tp, default_at, directory, match, answers, propagate)
         except _Fail as f:
             result.failed.append(Failure(name, f.line, f.message))
         except FlowError as exc:
@@ -169,7 +184,7 @@ class _Fail(IvrError):
 
 
 def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, match,
-              propagate: bool = False) -> None:
+              answers: dict, propagate: bool = False) -> None:
     if not isinstance(test, dict):
         raise FlowError([src.problem(tp, "each test is a mapping with 'name', 'from' and 'steps'")])
     for key in test:
@@ -185,13 +200,25 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
         caller = {"known": True, **{k: v if isinstance(v, bool) else str(v) for k, v in caller.items()}}
         name = f"{caller.get('first_name', '')} {caller.get('last_name', '')}"
         caller.setdefault("full_name", name.strip())
+    answers = {**answers, **parse_answers(test.get("responses"), flow, src, tp + ("responses",))}
+    line = src.where(tp)[0]
+    requester = answering(answers)
+
+    def answer(req: A.Request) -> E.RequestDone:
+        try:
+            return requester(req)
+        except NoAnswer:
+            raise _Fail(line, f"the flow asked request '{req.node}', but no answer is declared for it: "
+                        f"add responses: {{{req.node}: {{status: 200, json: {{...}}}}}} to the file or "
+                        "this test") from None
+
     call = SimulatedCall(flow, str(test.get("from", "Anonymous")), flows=flows, now=at,
                          directory=directory, match=match, caller=caller,
                          to_number=test.get("to"),
                          estimate=_estimate(test.get("estimated_wait"), src, tp + ("estimated_wait",)),
                          pending_callback=_pending(test.get("pending_callback"), src,
                                                    tp + ("pending_callback",)),
-                         propagate=propagate)
+                         propagate=propagate, requester=answer)
     call.start()
     heard = call.last_heard
     for j, step in enumerate(test.get("steps") or []):
@@ -335,11 +362,45 @@ def _check(kind: str, value: Any, call: SimulatedCall, heard: str, line: int | N
                 raise _Fail(line, f"expected vars.{k} = '{v}', got '{have}'")
     elif kind == "callback":
         _check_callback(value, call, line)
+    elif kind == "requested":
+        _check_requested(value, call, line)
     elif kind == "known_caller":
         known = bool(call.state["caller"].get("known"))
         if known != bool(value):
             raise _Fail(line, f"expected a {'known' if value else 'unknown'} caller, got "
                         f"{'known' if known else 'unknown'}")
+
+
+def _check_requested(value: Any, call: SimulatedCall, line: int | None) -> None:
+    """`requested: order_status` (the flow asked it), `requested: {order_status: {url: "C-1001"}}`
+    (and the URL it sent contains that text; `json: {...}` the body has these values), or
+    `requested: none`."""
+    from ivr.flows.templates import mask_secrets
+
+    asked = [req for req, _ in call.requests]
+    if value == "none":
+        if asked:
+            raise _Fail(line, f"expected no request, but the flow asked {', '.join(r.node for r in asked)}")
+        return
+    names = value if isinstance(value, list) else [value]
+    wants = value if isinstance(value, dict) else {n: {} for n in names}
+    for node, want in wants.items():
+        sent = [r for r in asked if r.node == node]
+        if not sent:
+            raise _Fail(line, f"expected request '{node}', but the flow asked "
+                        f"{', '.join(r.node for r in asked) or 'nothing'}")
+        last = sent[-1]
+        want = want or {}
+        if not isinstance(want, dict):
+            raise _Fail(line, "'requested' takes node ids, or {node: {url: text, json: {...}}}")
+        url = mask_secrets(last.url)
+        if "url" in want and str(want["url"]) not in url:
+            raise _Fail(line, f"expected request '{node}' to a URL containing '{want['url']}', but it "
+                        f"went to {url}")
+        for k, v in (want.get("json") or {}).items():
+            have = (last.json or {}).get(k) if isinstance(last.json, dict) else None
+            if str(have) != str(v):
+                raise _Fail(line, f"expected request '{node}' to send {k} = '{v}', but it sent '{have}'")
 
 
 def _check_callback(value: Any, call: SimulatedCall, line: int | None) -> None:

@@ -68,6 +68,33 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Request:
+    """Call an API for a `request:` node, then come back with events.RequestDone. While it
+    runs the caller hears `prompts` (the shell plays them only if the answer is slow).
+
+    Secrets are markers here (ivr.flows.templates.SECRET): the shell that sends the request
+    puts the values in, so no action, state or log holds them."""
+
+    id: str
+    node: str
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    json: object = None  # a JSON body, or None
+    form: tuple[tuple[str, str], ...] = ()
+    timeout: float = 3.0
+    prompts: tuple = ()
+
+
+@dataclass(frozen=True)
+class AwaitRequest:
+    """The request `id` is still running: play `prompts`, then come back with its answer."""
+
+    id: str
+    prompts: tuple = ()
+
+
+@dataclass(frozen=True)
 class OfferCallback:
     """In a queue's wait cycle: play `prompts` (then the hold music) while listening for `key`
     or one of `phrases`, which ask for a callback instead of holding."""
@@ -105,11 +132,11 @@ class CancelCallback:
 
 Action = (
     Say | Play | Silence | Gather | Enqueue | LeaveQueue | Dial | Record | Hangup | OfferCallback
-    | RequestCallback | CancelCallback
+    | RequestCallback | CancelCallback | Request | AwaitRequest
 )
 
-# Actions after which the call waits for Twilio to come back with an event.
-WAITING = (Gather, Enqueue, Dial, Record, Hangup, LeaveQueue)
+# Actions after which the call waits for Twilio (or an API) to come back with an event.
+WAITING = (Gather, Enqueue, Dial, Record, Hangup, LeaveQueue, Request, AwaitRequest)
 
 
 def spoken_text(actions: list) -> str:
@@ -120,6 +147,6 @@ def spoken_text(actions: list) -> str:
             parts.append(a.text)
         elif isinstance(a, Play):
             parts.append(f"[audio {a.url}]")
-        elif isinstance(a, (Gather, OfferCallback)):
+        elif isinstance(a, (Gather, OfferCallback, AwaitRequest)):  # not Request: heard only if slow
             parts.append(spoken_text(list(a.prompts)))
     return " ".join(p for p in parts if p)

@@ -60,6 +60,31 @@ class TransferEnded:
 
 
 @dataclass(frozen=True)
+class RequestDone:
+    """The answer to a `request:` node's call to an API, as the shell that made it saw it.
+
+    `error` is set when no usable HTTP answer came: "timeout", "connection" (refused,
+    reset, no such host), "circuit_open" (the host failed too often lately: not tried),
+    "host_not_allowed", "secret_missing", "too_large", "lost" (no answer came back in time).
+    The engine judges the rest itself (a status of 300 or more, a body that is not JSON)."""
+
+    request: str  # the id of the request (A.Request.id)
+    status: int | None = None
+    body: str | None = None
+    error: str | None = None
+    ms: int | None = None  # time from sending to the whole answer
+    size: int | None = None  # bytes of the body
+    heard_prompt: bool = False  # the answer took long enough that the caller heard the node's prompt
+
+
+@dataclass(frozen=True)
+class RequestWaiting:
+    """The request is still running after the caller heard the prompt: say something more."""
+
+    request: str
+
+
+@dataclass(frozen=True)
 class HangUp:
     status: str = "completed"  # Twilio's final CallStatus
     duration: int | None = None
@@ -67,11 +92,12 @@ class HangUp:
 
 Event = (
     CallStarted | Digits | Speech | NoInput | QueueWait | QueueLeft | RecordingDone | TransferEnded
-    | HangUp
+    | RequestDone | RequestWaiting | HangUp
 )
 
 NAMES = {
     CallStarted: "call_started", Digits: "digits", Speech: "speech", NoInput: "no_input",
     QueueWait: "queue_wait", QueueLeft: "queue_left", RecordingDone: "recording",
-    TransferEnded: "transfer_ended", HangUp: "hangup",
+    TransferEnded: "transfer_ended", RequestDone: "request_done", RequestWaiting: "request_waiting",
+    HangUp: "hangup",
 }

@@ -160,6 +160,8 @@ class Run:
             "flow": self.flow.id,
             "hours": _HoursView(self.flow.hours, self.ctx.now),
             "callback": {**(s.get("callback") or {}), **self.cbv},
+            # how the last `request:` went: request.status, request.ok, request.error
+            "request": s.get("last_req") or {},
         }
 
     def render(self, text: str) -> str:

@@ -35,7 +35,8 @@ class SimulatedCall:
                  match: Callable | None = None, caller: dict | None = None,
                  to_number: str | None = None, call_sid: str | None = None, region: str = "US",
                  estimate: Callable | None = None, pending_callback: Callable | None = None,
-                 propagate: bool = False):
+                 propagate: bool = False,
+                 requester: Callable[[A.Request], E.RequestDone] | None = None):
         self.flow = flow
         self.flows = dict(flows or {flow.id: flow})
         self.flows.setdefault(flow.id, flow)
@@ -49,6 +50,9 @@ class SimulatedCall:
         self.estimate = estimate  # queue -> Estimate: what a test says the wait is
         self.pending_callback = pending_callback
         self.propagate = propagate  # a bug in the engine raises instead of failing safe
+        # answers `request:` nodes: declared answers (ivr.engine.answers) or the real API
+        self.requester = requester
+        self.requests: list[tuple[A.Request, E.RequestDone]] = []  # what the flow asked, and the answer
         self.call_sid = call_sid or f"SIM{next(_ids):08d}"
         self.caller = caller if caller is not None else self._lookup()
         self.state: dict | None = None
@@ -91,7 +95,26 @@ class SimulatedCall:
             # The caller asked for a callback during the hold music: Twilio takes them out of
             # its queue and reports it, as it would on a real call.
             return self.send(E.QueueLeft("leave", 30))
+        if result.actions and isinstance(result.actions[-1], A.Request):
+            return self._answer(result, result.actions[-1])
         return result
+
+    def _answer(self, result: Result, req: A.Request) -> Result:
+        """The flow asked an API: answer it, and make the two steps one, as the caller hears
+        them (the request's prompt only when the answer was slow)."""
+        if self.requester is None:
+            done = E.RequestDone(req.id, error="not_declared")
+        else:
+            done = self.requester(req)  # NoAnswer: no answer declared for this node
+        self.requests.append((req, done))
+        first = len(self.results) - 1
+        more = self.send(done)
+        heard = list(req.prompts) if done.heard_prompt else []
+        merged = Result(result.actions[:-1] + heard + more.actions, more.state,
+                        result.steps + more.steps, more.ended or result.ended, more.error or result.error)
+        del self.results[first:]
+        self.results.append(merged)
+        return merged
 
     def _as_twilio_sends(self, event: E.Digits) -> E.Event:
         """The keys pressed, as Twilio reports them for the menu listening: it stops at the
@@ -176,6 +199,16 @@ def parse_input(line: str) -> E.Event:
     return E.Speech(text, 0.9)
 
 
+def describe_request(req: A.Request, done: E.RequestDone) -> str:
+    """One line for the operator: what the flow asked and what came back."""
+    from ivr.flows.templates import mask_secrets
+
+    outcome = {"not_declared": "no answer declared (the flow takes on_error)"}.get(
+        done.error or "", done.error or f"HTTP {done.status}")
+    took = f" in {done.ms} ms" if done.ms is not None else ""
+    return f"[request '{req.node}': {req.method} {mask_secrets(req.url)} -> {outcome}{took}]"
+
+
 def describe_wait(call: SimulatedCall) -> str:
     action = call.last_action()
     if isinstance(action, A.Gather):
@@ -203,8 +236,12 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
            else "unknown caller")
     print(f"Call from {call.from_number or 'a withheld number'} ({who}) to flow '{call.flow.id}'",
           file=out)
+    asked = 0
     result = call.start()
     while True:
+        for req, done in call.requests[asked:]:
+            print(describe_request(req, done), file=out)
+        asked = len(call.requests)
         if result.said:
             print(f"IVR: {result.said}", file=out)
         note = describe_wait(call)

@@ -31,6 +31,7 @@ class Wait(StrEnum):
     PENDING_CALLBACK = "pending_cb"  # a caller with a callback booked: keep it or cancel it?
     DIAL = "dial"  # a transfer rings a person
     RECORD = "record"  # a message is being recorded
+    REQUEST = "request"  # the flow asked an API and waits for its answer
     FAILSAFE = "failsafe"  # after an error: handed to a person or to voicemail
     ENDED = "ended"  # the flow is done with the caller
 
@@ -58,7 +59,7 @@ WITH_A_PERSON = frozenset({Wait.QUEUE, Wait.DIAL})
 # The flow has nothing more to run for the caller (it ended, or an error handed them over).
 OVER = frozenset({Wait.ENDED, Wait.FAILSAFE})
 # Hanging up while waiting here is abandoning the call (before the first node too: None).
-ABANDONING = frozenset({Wait.ASK, Wait.CONFIRM, Wait.QUEUE, Wait.CALLBACK, None})
+ABANDONING = frozenset({Wait.ASK, Wait.CONFIRM, Wait.QUEUE, Wait.CALLBACK, Wait.REQUEST, None})
 
 
 def is_listening(wait: Any) -> bool:

@@ -12,14 +12,15 @@ is its kind's `check`, in ivr/flows/nodes; this module walks the graph and calls
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ivr.errors import Problem, suggest
 
 from .directory import CALLER_KEYS, column_key
 from .model import Flow, Node
-from .nodes import KINDS, Exit
+from .nodes import KINDS, EnvCheck, Exit
 
 
 @dataclass
@@ -243,6 +244,28 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
                 if len(comp) > 1 or node in graph[node]:
                     result.append(list(reversed(comp)))
     return result
+
+
+def environment_problems(flow: Flow, environ: Mapping[str, str] | None = None,
+                         hosts=None) -> list[Problem]:
+    """Warnings that depend on where the flow runs, not on its file: secrets it names that
+    are not set, API hosts that IVR_REQUEST_HOSTS does not allow. `ivr flows check` prints
+    them and the server logs them when it loads the flow; they do not stop it loading (the
+    requests will take `on_error` until the environment is set)."""
+    from ivr.config import AllowedHosts
+
+    environ = os.environ if environ is None else environ
+    if hosts is None:
+        try:
+            hosts = AllowedHosts.parse(environ.get("IVR_REQUEST_HOSTS", ""))
+        except ValueError as exc:
+            return [Problem(flow.file, None, None, str(exc), "warning", "request-hosts")]
+    e = EnvCheck(flow, environ, hosts)
+    for node in flow.nodes.values():
+        check = KINDS[node.kind].env_check
+        if check is not None:
+            check(e, node)
+    return sorted(e.problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 def caller_field_problems(flow: Flow, columns: Iterable[str] | None, directory: str = "") -> list[Problem]:

@@ -316,6 +316,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
     )
     _check_references(b, flow)
     _check_hours_in_templates(b, flow, broken_hours)
+    _check_secrets_in_templates(b)
     flow.caller_fields = tuple(_caller_fields(b, flow))
     return flow, b.problems
 
@@ -356,6 +357,22 @@ def _check_hours_in_templates(b: Builder, flow: Flow, broken: set[str]) -> None:
             if name not in flow.hours and name not in broken:
                 b.error(path, f"no business hours named '{name}' under 'hours'"
                         f"{suggest(name, flow.hours)}", code="missing-hours")
+
+
+def _may_read_secrets(path: tuple) -> bool:
+    """Only what is sent to an API may hold a secret: a request's url, headers and body, an
+    HTTP directory's url and headers. Anywhere else it could be said to the caller or logged."""
+    if len(path) >= 4 and path[0] == "nodes" and path[2] == "request":
+        return path[3] in ("url", "headers", "json", "form")
+    return len(path) >= 2 and path[0] == "directory" and path[1] in ("url", "headers")
+
+
+def _check_secrets_in_templates(b: Builder) -> None:
+    for path, text in b.texts:
+        if templates.names_read(text, "secrets") and not _may_read_secrets(path):
+            b.error(path, "secrets can only be used in what a request sends (its url, headers, json "
+                    "or form): anywhere else they could be said to the caller or written in the log",
+                    code="secret-use")
 
 
 def _caller_fields(b: Builder, flow: Flow) -> list[tuple[tuple, str]]:

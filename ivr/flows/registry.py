@@ -17,7 +17,7 @@ from types import MappingProxyType
 from ivr.errors import FlowError, Problem
 from ivr.phone import normalize
 
-from .checker import caller_field_problems
+from .checker import caller_field_problems, environment_problems
 from .directory import Directory, DirectoryError, open_directory
 from .loader import load_flow
 from .model import Flow
@@ -52,8 +52,9 @@ class FlowRegistry:
     """Loaded flows for one folder. Thread-safe; checks files at most every `interval` s."""
 
     def __init__(self, folder: str | Path, default_flow: str = "", default_region: str = "US",
-                 interval: float = 1.0):
+                 interval: float = 1.0, request_hosts=None):
         self.folder = Path(folder)
+        self.request_hosts = request_hosts  # AllowedHosts; None: read IVR_REQUEST_HOSTS
         self.default_flow = default_flow
         self.default_region = default_region
         self.interval = interval
@@ -88,6 +89,7 @@ class FlowRegistry:
                     self._unique_id(flow, key)
                     self._unique_numbers(flow, key, loaded_now)
                     directory = self._directory(flow, path)
+                    self._environment(flow)
                 except FlowError as exc:
                     report.failed[key] = exc.problems
                     kept = f"; still serving the version loaded before ({old.flow.digest})" if old else ""
@@ -156,6 +158,11 @@ class FlowRegistry:
         for problem in caller_field_problems(flow, getattr(directory, "columns", None)):
             log.warning("%s", problem)
         return directory
+
+    def _environment(self, flow: Flow) -> None:
+        """Say what will fail until the environment is set: secrets, allowed hosts."""
+        for problem in environment_problems(flow, hosts=self.request_hosts):
+            log.warning("%s", problem)
 
     def _index_numbers(self) -> list[str]:
         """Which flow answers each number: flows whose file is still there before those whose

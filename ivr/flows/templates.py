@@ -6,8 +6,11 @@ internals. Missing values render as empty text rather than failing a live call.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,6 +31,62 @@ def _spell_digits(value: Any) -> str:
 
 _env.filters["digits"] = _spell_digits
 
+# A request's URL: what each {{ ... }} gives is percent-encoded, so a caller's data cannot
+# change the path or the query around it ("C-1/../admin" stays one path segment).
+_url_env = SandboxedEnvironment(
+    undefined=ChainableUndefined,
+    autoescape=False,
+    finalize=lambda value: "" if value is None else quote(str(value), safe=""),
+)
+_url_env.filters["digits"] = _spell_digits
+
+# `secrets.NAME` renders as this marker: the shell that sends a request puts the value of
+# the environment variable NAME in its place at the last moment, so neither the engine, the
+# call state nor the step log ever holds it. Only unreserved URL characters, so it survives
+# the URL's percent-encoding.
+SECRET = re.compile(r"~ivrsecret~([A-Za-z_][A-Za-z0-9_]*)~")
+
+
+class Secrets:
+    """`secrets` in templates: `secrets.NAME` is the marker of environment variable NAME."""
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return f"~ivrsecret~{name}~"
+
+    def __getitem__(self, name: str) -> str:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise KeyError(name)
+        return f"~ivrsecret~{name}~"
+
+
+SECRETS = Secrets()
+
+
+class MissingSecret(IvrError, LookupError):
+    """A secret the flow names is not set in the environment."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def fill_secrets(text: str, environ: Mapping[str, str]) -> str:
+    """`text` with each secret's marker replaced by its value (MissingSecret when unset)."""
+    def value(m: re.Match) -> str:
+        found = environ.get(m.group(1))
+        if found is None or found == "":
+            raise MissingSecret(m.group(1))
+        return found
+
+    return SECRET.sub(value, text) if "~ivrsecret~" in text else text
+
+
+def mask_secrets(text: str) -> str:
+    """`text` fit for a log: each secret's marker shown as ***."""
+    return SECRET.sub("***", text) if "~ivrsecret~" in text else text
+
 
 class TemplateError(IvrError, ValueError):
     """A template that cannot compile; `line` is relative to the template text."""
@@ -38,9 +97,9 @@ class TemplateError(IvrError, ValueError):
 
 
 @lru_cache(maxsize=4096)
-def _compile(text: str):
+def _compile(text: str, url: bool = False):
     try:
-        return _env.from_string(text)
+        return (_url_env if url else _env).from_string(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template error: {exc.message}", exc.lineno) from None
 
@@ -108,11 +167,20 @@ def native(text: str) -> Any:
         return text
 
 
-def render(text: str, context: dict[str, Any]) -> str:
-    """Render a template; plain text is returned as is without touching Jinja."""
+def render(text: str, context: dict[str, Any], squash: bool = True) -> str:
+    """Render a template; plain text is returned as is without touching Jinja. `squash`
+    turns every run of white space into one space (what a prompt needs)."""
     if "{{" not in text and "{%" not in text:
         return text
-    return " ".join(_compile(text).render(context).split())
+    out = _compile(text).render(context)
+    return " ".join(out.split()) if squash else out
+
+
+def render_url(text: str, context: dict[str, Any]) -> str:
+    """Render a request's URL, each value it puts in percent-encoded."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    return _compile(text, url=True).render(context).strip()
 
 
 def evaluate(expression: str, context: dict[str, Any]) -> Any:

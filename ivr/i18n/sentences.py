@@ -92,6 +92,14 @@ POSITION = Sentence("You are number {position} in line.")
 # Translators: {wait} is e.g. "about 12 minutes" or "less than a minute".
 WAIT_IS = Sentence("Your estimated wait is {wait}.")
 
+# -- asking the company's systems (request) -----------------------------------------------
+
+# Translators: said while the server asks the company's own systems something for the
+# caller (where their order is, whether there is an outage), when the answer is slow.
+ONE_MOMENT = Sentence("One moment while I look that up.")
+# Translators: said every few seconds after that, while the answer still has not come.
+STILL_LOOKING = Sentence("Still looking, thank you for waiting.")
+
 # -- the callback dialogue (a caller on hold asks to be called back) -----------------------
 
 # Translators: {key} is the key's name ("1", "star"); {phrase} the first of the words

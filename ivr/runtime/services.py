@@ -59,12 +59,15 @@ class Services:
         self._make_callbacks = callbacks
         self.calls = CallStates(self.redis, ttl=config.state_ttl)
         self.registry = registry or FlowRegistry(config.flows_dir, config.default_flow,
-                                                 config.default_region)
+                                                 config.default_region,
+                                                 request_hosts=config.allowed_hosts)
         self.matchers = Matchers()
         self.warmup = self.matchers.warm(list(self.registry.flows.values()))
         self._store = None
         self._twilio = None
         self._callbacks = None
+        self._requests = None
+        self._circuit = None
         self._vosk_models = None
         self._vosk_missing: set[str] = set()
         self._recorder_pid: int | None = None
@@ -119,6 +122,45 @@ class Services:
 
             self._twilio = client(self.config)
         return self._twilio
+
+    def prepare_request(self, req):
+        """One `request:` node's request ready to send, with this server's allowed hosts and the
+        circuit breakers every process shares; or its answer, when it must not be sent."""
+        from .http_requests import prepare
+
+        return prepare(req, hosts=self.config.allowed_hosts, circuit=self.circuit)
+
+    def send_request(self, ready):
+        from .http_requests import send
+
+        return send(ready, self.circuit)
+
+    def perform_request(self, req):
+        """Send one `request:` node's request now and return its answer."""
+        from ivr.engine.events import RequestDone
+
+        ready = self.prepare_request(req)
+        return ready if isinstance(ready, RequestDone) else self.send_request(ready)
+
+    @property
+    def circuit(self):
+        """The API hosts' circuit breakers, in Redis (ivr.runtime.circuit.Circuit)."""
+        if self._circuit is None:
+            from .circuit import Circuit
+
+            cfg = self.config
+            self._circuit = Circuit(self.redis, cfg.request_circuit_failures, cfg.request_circuit_seconds)
+        return self._circuit
+
+    @property
+    def requests(self):
+        """Requests running beside the webhooks (ivr.runtime.request_runner.RequestRunner)."""
+        if self._requests is None:
+            from .request_runner import RequestRunner
+
+            self._requests = RequestRunner(self.redis, self.prepare_request, self.send_request,
+                                           self.config.request_threads)
+        return self._requests
 
     @property
     def callbacks(self):

@@ -10,6 +10,7 @@ with `is_test` set so reports leave them out.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -22,8 +23,9 @@ from typing import Any
 from ivr.calllog import recorder
 from ivr.engine import actions as A
 from ivr.engine import events as E
+from ivr.engine.answers import NoAnswer, answering, declared_for
 from ivr.engine.runner import Estimate, clock
-from ivr.engine.simulation import SimulatedCall, describe_wait, parse_input
+from ivr.engine.simulation import SimulatedCall, describe_request, describe_wait, parse_input
 from ivr.engine.states import Wait, is_listening, is_over, records_a_message
 from ivr.errors import IvrError
 
@@ -100,12 +102,36 @@ class TestCalls:
                             directory=registry.directory(flow), match=self.svc.matchers.match,
                             caller=(call["state"] or {}).get("caller") if call.get("state") else None,
                             call_sid=call["sid"], region=self.svc.config.default_region,
-                            estimate=estimate, propagate=self.svc.config.propagate_exceptions)
+                            estimate=estimate, propagate=self.svc.config.propagate_exceptions,
+                            requester=self._requester(call))
         sim.state = call.get("state")
         return sim
 
+    def _requester(self, call: dict):
+        """Request nodes get the real API (the box "call the real APIs" ticked), or the answers
+        the flow's test files declare; a request with no declared answer fails as if its API
+        were down, and the transcript says so."""
+        if call.get("live_requests"):
+            quick_ms = self.svc.config.request_quick_ms
+
+            def live(req: A.Request) -> E.RequestDone:
+                done = self.svc.perform_request(req)
+                return dataclasses.replace(done, heard_prompt=(done.ms or 0) > quick_ms)
+
+            return live
+
+        def declared(req: A.Request) -> E.RequestDone:
+            flow = self.svc.registry.get(call["state"]["flow"] if call.get("state") else call["flow"])
+            try:
+                return answering(declared_for(flow)[0] if flow else {})(req)
+            except NoAnswer:
+                return E.RequestDone(req.id, error="not_declared")
+
+        return declared
+
     def start(self, flow_id: str, from_number: str, *, pretend_at: datetime | None = None,
-              estimated_wait_s: int | None = None, user: str | None = None) -> dict:
+              estimated_wait_s: int | None = None, user: str | None = None,
+              live_requests: bool = False) -> dict:
         """Place a test call to `flow_id` from `from_number` (any format, or Anonymous)."""
         flow = self.svc.registry.get(flow_id)
         if flow is None:
@@ -116,6 +142,7 @@ class TestCalls:
             "pretend_at": pretend_at.astimezone(UTC).isoformat() if pretend_at else None,
             "created": time.time(), "user": user, "estimated_wait_s": estimated_wait_s,
             "state": None, "steps": [], "transcript": [], "ended": None, "queue_cycles": 0,
+            "live_requests": bool(live_requests),
         }
         now = self._clock(call)
         sim = self._simulated(call, flow, now)
@@ -234,7 +261,13 @@ class TestCalls:
         the flow has finished, and save the call with its new log records."""
         if is_over(sim.waiting_for) and sim.ended is None:
             sim.send(E.HangUp("completed", self._duration(call, now)))
+        asked = iter(sim.requests)
         for result in sim.results:
+            for req, done in asked:  # each request comes before what the caller heard after it
+                note = describe_request(req, done).strip("[]")
+                if not call.get("live_requests") and done.error != "not_declared":
+                    note += " (the answer declared in the flow's tests)"
+                call["transcript"].append({"who": "note", "text": note})
             self._heard(call, result)
         if sim.ended is None:
             note = describe_wait(sim)

@@ -149,6 +149,12 @@ def _render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = N
         elif isinstance(a, A.Record):
             r.record(action=url("/voice/record", s=step), method="POST", max_length=a.max_length,
                      finish_on_key=a.finish_on_key, play_beep=a.beep, timeout=a.timeout)
+        elif isinstance(a, (A.Request, A.AwaitRequest)):
+            # The API is slow: the caller hears the prompt while it runs, then Twilio asks
+            # for the answer (ivr.web.voice.request_answered).
+            for p in a.prompts:
+                _sound(r, p)
+            r.redirect(url("/voice/request", s=step), method="POST")
         elif isinstance(a, A.Hangup):
             r.hangup()
     return str(r)

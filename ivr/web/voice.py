@@ -27,11 +27,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from callbacks import web as cbweb
 from ivr.config import Config
+from ivr.engine import actions as A
 from ivr.engine import events as E
-from ivr.engine.runner import run
+from ivr.engine.runner import Result, run
 from ivr.engine.states import Outcome, Wait, hung_up
 from ivr.errors import IvrError
 from ivr.phone import normalize
+from ivr.runtime import services as runtime_services
 from ivr.runtime.services import Services, caller_context
 
 from . import twiml
@@ -48,6 +50,13 @@ LOCK_WAIT_S = 8.0  # how long a step waits for a concurrent step of its call
 # A failed request may still hold the call's lock (Twilio gave up on it after 15 s): the
 # fallback waits for it only briefly, so that its own answer comes within Twilio's 15 s.
 FALLBACK_LOCK_WAIT_S = 2.0
+# /voice/request waits this long for an API's answer before the caller hears the node's
+# `hold` prompt and Twilio asks again: the caller is never left in silence for longer.
+REQUEST_POLL_S = 2.0
+# An answer that has not come by the request's timeout and this much more never will (the
+# process running it died): the flow takes `on_error` with error "lost".
+REQUEST_GRACE_S = 3.0
+MAX_QUICK_ANSWERS = 10  # requests answered within one webhook (a chain of request nodes)
 
 
 def webhook(rule: str) -> Callable:
@@ -211,7 +220,8 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
             if flow is None:
                 return fail_safe(f"flow '{state['flow']}' is no longer loaded")
         g.flow = flow  # whose fallback number an error from here on dials
-        result = run(flow, state, event, _context(svc, sid, flow, state, arrival))
+        ctx = _context(svc, sid, flow, state, arrival)
+        result = _quick_answers(svc, sid, flow, run(flow, state, event, ctx), ctx)
         line = cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
         result.log_error(log, sid)
         records = _log_records(sid, event, result)
@@ -232,6 +242,26 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
             body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
             _save(svc, sid, result.state, records, line)
         return _twiml(body)
+
+
+def _quick_answers(svc: Services, sid: str, flow, result: Result, ctx) -> Result:
+    """Start the API request the step ends with; an answer that comes within
+    IVR_REQUEST_QUICK_MS (or at once: a circuit open, a host not allowed) goes on in this
+    webhook, so the caller hears nothing of a quick API. A slower one keeps running, and the
+    TwiML plays the node's prompt, then asks /voice/request for the answer."""
+    quick_s = svc.config.request_quick_ms / 1000
+    for _ in range(MAX_QUICK_ANSWERS):
+        req = result.actions[-1] if result.actions else None
+        if not isinstance(req, A.Request):
+            return result
+        done = svc.requests.start(sid, req, quick_s)
+        if done is None:
+            return result
+        current = svc.registry.get(result.state.get("flow")) or flow
+        more = run(current, result.state, done, ctx)
+        result = Result(result.actions[:-1] + more.actions, more.state, result.steps + more.steps,
+                        more.ended or result.ended, more.error or result.error)
+    return result
 
 
 def _flow_for(svc: Services, flow_id: str):
@@ -355,6 +385,33 @@ def record() -> Response:
         form.get("RecordingUrl") or None, _int(form, "RecordingDuration"), form.get("Digits") or None))
 
 
+@webhook("/request")
+def request_answered() -> Response:
+    """Twilio comes back after the caller heard a `request:` node's prompt: the API's answer,
+    if it came, goes to the flow; if not yet, the caller hears the node's `hold` prompt and
+    Twilio asks again; past the request's deadline, the flow gets error "lost"."""
+    form = request.form
+    sid = form.get("CallSid", "")
+    svc = _services()
+    state, last_step, _ = svc.calls.load(sid) if sid else (None, 0, None)
+    pending = (state or {}).get("req") if Wait.of((state or {}).get("wait")) is Wait.REQUEST else None
+    event: E.Event | None = None
+    if pending and _step_token() == last_step:
+        deadline = (datetime.fromisoformat(pending["at"]).timestamp() + float(pending["timeout"])
+                    + REQUEST_GRACE_S)
+        left = deadline - runtime_services.clock().timestamp()  # the engine's clock
+        done = svc.requests.result(sid, pending["id"], min(REQUEST_POLL_S, max(left, 0.0)))
+        if done is not None:
+            event = dataclasses.replace(done, heard_prompt=True)
+        elif runtime_services.clock().timestamp() >= deadline:
+            log.error("call %s: the answer to request %s never came back", sid, pending["id"])
+            event = E.RequestDone(pending["id"], error="lost", heard_prompt=True)
+        else:
+            event = E.RequestWaiting(pending["id"])
+    # A retried or stale request: the stored answer, or the current node said again.
+    return _advance(form, lambda state: event or E.RequestWaiting(""))
+
+
 @webhook("/whisper")
 def whisper() -> Response:
     """Played to the agent who answers a transfer, before the caller is connected."""
@@ -429,6 +486,7 @@ RECOVERABLE: dict[str, tuple[str, ...]] = {
     "voice.queue_left": ("QueueResult",),
     "voice.dial": ("DialCallStatus",),
     "voice.record": ("RecordingUrl",),
+    "voice.request_answered": (),
 }
 
 

@@ -33,7 +33,7 @@ def test_a_failing_expectation_names_the_line_and_what_was_heard(tmp_path):
 at: 2026-11-24T15:00:00Z
 tests:
   - name: wrong route
-    from: "+14155550100"
+    from: "+12025550199"
     steps:
       - press: 2
       - at: billing_queue
@@ -190,3 +190,81 @@ def test_simulate_names_the_flow_meant_and_says_when_a_caller_number_is_not_one(
                            input="\n", env={"IVR_FLOWS_DIR": str(FLOWS)})
     assert result.exit_code == 0, result.output
     assert "note: 'hello' is not a phone number" in result.output + result.stderr
+
+
+def test_the_simulator_answers_requests_as_the_tests_declare_or_asks_the_real_api():
+    from tests.order_api import OrderApi
+
+    runner = CliRunner()
+    args = ["simulate", "support", "--from", "+14155550101", "--at", "2026-11-24T15:00:00Z"]
+    declared = runner.invoke(cli, args, input="where is my order\n\n", env={"IVR_FLOWS_DIR": str(FLOWS)})
+    assert declared.exit_code == 0, declared.output
+    assert ("[request 'order_status': GET ***/v1/customers/C-1002/orders/latest -> HTTP 200 in 50 ms]"
+            in declared.output)
+    assert "IVR: Your latest order is shipped with UPS" in declared.output
+    api = OrderApi().start()
+    try:
+        env = {"IVR_FLOWS_DIR": str(FLOWS), "NORTHWIND_API_URL": api.url, "NORTHWIND_API_TOKEN": "t0k",
+               "IVR_REQUEST_HOSTS": api.host}
+        live = runner.invoke(cli, args + ["--live-requests"], input="where is my order\n\n", env=env)
+        assert live.exit_code == 0, live.output
+        assert "IVR: Your latest order is processing, and should arrive next week." in live.output
+        assert api.requests[-1].headers["Authorization"] == "Bearer t0k"
+        assert "t0k" not in live.output
+    finally:
+        api.stop()
+
+
+def test_declared_answers_are_checked_and_every_request_needs_one(tmp_path):
+    path = write(tmp_path, """flow: support
+at: 2026-11-24T15:00:00Z
+responses:
+  order_staus: 200
+tests: []
+""")
+    [problem] = run_file(path).problems
+    assert str(problem).endswith(":4:3: error: flow 'support' has no request node 'order_staus' (did you "
+                                 "mean 'order_status'?)")
+    for answer, message in (("{status: 700}", "'700' is not an HTTP status (100 to 599)"),
+                            ("slow", "an answer is a status (500), timeout, refused, or a mapping"),
+                            ("{json: {}, body: x}", "an answer has 'json' or 'body', not both"),
+                            ("{stauts: 200}", "unknown key 'stauts' in an answer (did you mean 'status'?)")):
+        path.write_text(f"flow: support\nat: 2026-11-24T15:00:00Z\ntests:\n  - name: x\n"
+                        f"    responses: {{order_status: {answer}}}\n    steps: []\n")
+        [problem] = run_file(path).problems
+        assert message in problem.message, (answer, problem)
+    path.write_text("""flow: support
+at: 2026-11-24T15:00:00Z
+tests:
+  - name: nobody said what the API answers
+    from: "+14155550100"
+    steps:
+      - press: 2
+      - at: tell_order
+""")
+    [failure] = run_file(path).failed
+    assert failure.line == 7
+    assert failure.message.startswith("the flow asked request 'order_status', but no answer is declared "
+                                      "for it: add responses:")
+
+
+def test_requested_checks_what_the_flow_sent(tmp_path):
+    path = write(tmp_path, """flow: support
+at: 2026-11-24T15:00:00Z
+responses: {order_status: {json: {status: shipped}}}
+tests:
+  - name: the wrong customer
+    from: "+14155550100"
+    steps:
+      - press: 2
+      - requested: {order_status: {url: "C-1002"}}
+  - name: nothing asked
+    from: "+14155550100"
+    steps:
+      - press: 1
+      - requested: order_status
+""")
+    first, second = run_file(path).failed
+    assert ("expected request 'order_status' to a URL containing 'C-1002', but it went to "
+            "***/v1/customers/C-1001/orders/latest") in first.message
+    assert "expected request 'order_status', but the flow asked nothing" in second.message

@@ -120,5 +120,5 @@ def test_a_new_kind_is_held_to_its_schema_and_its_checks(rating_kind):
 def test_a_kind_in_no_table_is_not_a_kind():
     with pytest.raises(FlowError) as info:
         load_flow_text(FLOW, "rate.yaml")
-    assert "node 'rate' does not say what it does: give it one of say, ask, branch, lookup, set, queue, " \
-           "transfer, record, hangup, goto_flow" in str(info.value)
+    assert "node 'rate' does not say what it does: give it one of say, ask, branch, lookup, request, set, " \
+           "queue, transfer, record, hangup, goto_flow" in str(info.value)

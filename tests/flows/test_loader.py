@@ -64,7 +64,7 @@ def test_example_flow_loads_into_typed_objects():
     assert flow.start == "check_hours"
     menu = flow.nodes["main_menu"]
     assert isinstance(menu, AskNode)
-    assert [c.key for c in menu.choices] == ["1", "2", "3", "4", "0"]
+    assert [c.key for c in menu.choices] == ["1", "2", "3", "4", "0", None]  # outage: by speech
     assert menu.exits() == ("agent_queue", "agent_queue")  # the escape to a person
     assert isinstance(flow.nodes["billing_queue"], QueueNode)
     assert isinstance(flow.nodes["check_hours"], BranchNode)
@@ -76,8 +76,8 @@ def test_example_flow_loads_into_typed_objects():
 def test_every_node_kind_loads():
     flow = load_flow(FIXTURES / "flows" / "good" / "all_kinds.yaml")
     kinds = {n.kind for n in flow.nodes.values()}
-    assert kinds == {"say", "ask", "branch", "lookup", "set", "queue", "transfer", "record", "hangup",
-                     "goto_flow"}
+    assert kinds == {"say", "ask", "branch", "lookup", "request", "set", "queue", "transfer", "record",
+                     "hangup", "goto_flow"}
     assert isinstance(flow.nodes["person"], TransferNode) and flow.nodes["person"].timeout == 20
 
 

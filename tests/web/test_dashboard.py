@@ -273,3 +273,42 @@ def test_workers_starting_together_share_one_session_key(tmp_path):
     assert len(keys) == 16 and len(set(keys)) == 1
     assert (tmp_path / "dashboard_secret").read_text() == keys[0]
     assert [p.name for p in tmp_path.iterdir()] == ["dashboard_secret"]  # no temporary files left
+
+
+def test_a_test_call_uses_the_answers_the_flows_tests_declare_or_the_real_api(make_app, tmp_path,
+                                                                              monkeypatch):
+    """Request nodes get what flows/tests/support.test.yaml declares under `responses:`, or,
+    with the box ticked, the real API (here the fake order API on loopback)."""
+    from tests.order_api import OrderApi
+
+    api = OrderApi().start()
+    try:
+        monkeypatch.setenv("NORTHWIND_API_URL", api.url)
+        monkeypatch.setenv("NORTHWIND_API_TOKEN", "t0ken")
+        app = make_app(public_url="http://localhost", request_hosts=api.host,
+                       display_timezone="America/New_York")
+        app.extensions["ivr"].migrate()
+        users.add(app.extensions["ivr"].store, "sam", PASSWORD)
+        client = app.test_client()
+        assert login(client).status_code == 302
+
+        def call(live: bool) -> str:
+            form = client.get("/dashboard/test-call")
+            data = {"flow": "support", "from": "+14155550101", "at": "2026-11-24T10:00",
+                    "csrf_token": token(form)}
+            if live:
+                data["live_requests"] = "1"
+            url = client.post("/dashboard/test-call", data=data).headers["Location"]
+            page = client.get(url)
+            client.post(url, data={"action": "say", "text": "where is my order", "csrf_token": token(page)})
+            return text(client.get(url))
+
+        declared = call(live=False)
+        assert "Your latest order is shipped with UPS" in declared  # as the tests declare it
+        assert "request 'order_status': GET ***/v1/customers/C-1002/orders/latest -> HTTP 200" in declared
+        assert "(the answer declared in the flow's tests)" in declared and api.requests == []
+        live = call(live=True)
+        assert "Your latest order is processing, and should arrive next week." in live  # the API's
+        assert [r.path for r in api.requests] == ["/v1/customers/C-1002/orders/latest"]
+    finally:
+        api.stop()

@@ -14,7 +14,7 @@ from tests.webutil import CALLER
 ENDPOINTS = ["/voice", "/voice/gather?s=1", "/voice/queue/wait?s=1", "/voice/queue/offer?s=1",
              "/voice/queue/left?s=1", "/voice/dial?s=1", "/voice/record?s=1",
              "/voice/whisper?call=CA1", "/voice/status", "/voice/fallback", "/voice/fallback/done",
-             "/voice/callback?cb=CB1&a=1", "/voice/callback/status?cb=CB1&a=1"]
+             "/voice/callback?cb=CB1&a=1", "/voice/callback/status?cb=CB1&a=1", "/voice/request?s=1"]
 
 
 def test_the_list_of_endpoints_is_every_webhook(app):

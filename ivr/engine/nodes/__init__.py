@@ -23,6 +23,7 @@ from .hangup import KIND as HANGUP
 from .lookup import KIND as LOOKUP
 from .queue import KIND as QUEUE
 from .record import KIND as RECORD
+from .request import KIND as REQUEST
 from .say import KIND as SAY
 from .set import KIND as SET
 from .transfer import KIND as TRANSFER
@@ -32,6 +33,7 @@ KINDS: dict[str, NodeKind] = {
     "ask": ASK,
     "branch": BRANCH,
     "lookup": LOOKUP,
+    "request": REQUEST,
     "set": SET,
     "queue": QUEUE,
     "transfer": TRANSFER,

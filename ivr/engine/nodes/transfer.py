@@ -56,7 +56,7 @@ def whisper(run, node: TransferNode) -> str:
     if s.get("intent"):
         parts.append(f"Calling about {s['intent'].replace('_', ' ')}.")
     for k, v in s["vars"].items():
-        if v not in (None, ""):
+        if v not in (None, "") and not isinstance(v, (dict, list)):  # an API's whole answer is not read out
             parts.append(f"{k.replace('_', ' ')}: {v}.")
     return " ".join(parts)
 

@@ -15,7 +15,7 @@ testing its class, the way Home Assistant's script runner picks one method per a
 type. The engine keeps its own table of what each kind does on a call (ivr.engine.nodes):
 the flow language must not import the engine.
 
-Adding a kind (say, `request:`) is a module here and a row below, a module and a row in
+Adding a kind (say, `rating:`) is a module here and a row below, a module and a row in
 ivr.engine.nodes, and `ivr flows schema > ivr/flows/flow.schema.json` to publish its schema
 for editors (a test fails until it is).
 """
@@ -26,10 +26,11 @@ from .ask import KIND as ASK
 from .branch import KIND as BRANCH
 from .goto_flow import KIND as GOTO_FLOW
 from .hangup import KIND as HANGUP
-from .kind import Exit, NodeKind, RawNode
+from .kind import EnvCheck, Exit, NodeKind, RawNode
 from .lookup import KIND as LOOKUP
 from .queue import KIND as QUEUE
 from .record import KIND as RECORD
+from .request import KIND as REQUEST
 from .say import KIND as SAY
 from .set import KIND as SET
 from .transfer import KIND as TRANSFER
@@ -40,6 +41,7 @@ KINDS: dict[str, NodeKind] = {kind.name: kind for kind in (
     ASK,
     BRANCH,
     LOOKUP,
+    REQUEST,
     SET,
     QUEUE,
     TRANSFER,
@@ -48,4 +50,4 @@ KINDS: dict[str, NodeKind] = {kind.name: kind for kind in (
     GOTO_FLOW,
 )}
 
-__all__ = ["KINDS", "Exit", "NodeKind", "RawNode"]
+__all__ = ["KINDS", "EnvCheck", "Exit", "NodeKind", "RawNode"]

@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ivr.config import AllowedHosts
+from ivr.errors import Problem
+
 from ..model import Flow, Node, Settings
 
 if TYPE_CHECKING:  # the loader and the checker import this table; these are only types
@@ -47,6 +50,22 @@ class Exit(NamedTuple):
     menus: int  # menus passed (1 for a choice in a menu)
 
 
+@dataclass
+class EnvCheck:
+    """What a node kind's environment check is given: the server's environment variables and
+    allowed hosts, and where to report. Its problems are warnings: the flow loads, and the
+    server says what will fail until the environment is set."""
+
+    flow: Flow
+    environ: Mapping[str, str]
+    hosts: AllowedHosts
+    problems: list[Problem] = field(default_factory=list)
+
+    def at(self, node: Node, message: str, sub: tuple = (), code: str = "") -> None:
+        self.problems.append(self.flow.source.problem(("nodes", node.id) + sub, message,
+                                                      severity="warning", code=code))
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one record per kind
 class NodeKind:
     """One kind of node: its YAML, its checks, its drawing and its place in the graph."""
@@ -62,6 +81,8 @@ class NodeKind:
     resolve: Callable[[Builder, Flow, Node], None] | None = None
     # Problems seen only in the whole graph: dead ends, silence, menus with no way out.
     check: Callable[[GraphCheck, Node], None] | None = None
+    # Warnings that depend on where the flow runs: secrets not set, hosts not allowed.
+    env_check: Callable[[EnvCheck, Node], None] | None = None
     # Ways on, with the seconds a caller hears before taking them (None: every edge, free).
     exits: Callable[[Node, int, str, bool], list[Exit]] | None = None
     # The intents it routes on (an intent no node routes on is reported as unused).

@@ -256,7 +256,8 @@ def test_call_start() -> Any:
             return redirect(url_for("dashboard.test_call_form"))
     try:
         call = TestCalls(services()).start(form.get("flow", ""), form.get("from", ""), pretend_at=pretend,
-                                           estimated_wait_s=wait, user=session.get("user"))
+                                           estimated_wait_s=wait, user=session.get("user"),
+                                           live_requests=form.get("live_requests") == "1")
     except TestCallError as exc:
         flash(str(exc), "error")
         return redirect(url_for("dashboard.test_call_form"))

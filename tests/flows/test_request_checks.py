@@ -1,0 +1,130 @@
+"""What `ivr flows check` says about request nodes: a way out on error, URLs, bodies, secrets
+kept to what is sent, and (as warnings) secrets not set and hosts not allowed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ivr.cli import cli
+from ivr.config import AllowedHosts
+from ivr.errors import FlowError
+from ivr.flows.checker import environment_problems
+from ivr.flows.loader import load_flow_text
+
+FLOW = """\
+id: orders
+nodes:
+  look:
+    request:
+      url: "{url}"
+      headers: {{Authorization: "Bearer {{{{ secrets.ORDER_TOKEN }}}}"}}
+      save_as: order
+    next: tell
+    on_error: person
+  tell:
+    say: "Your order is {{{{ vars.order.status }}}}."
+    next: bye
+  person:
+    transfer: "+15005550011"
+  bye:
+    hangup: Goodbye.
+"""
+URL = "https://api.example.com/v1/orders/{{ caller.customer_id }}"
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(FlowError) as info:
+        load_flow_text(text, "orders.yaml")
+    return [str(p) for p in info.value.errors]
+
+
+def test_a_request_without_on_error_is_refused():
+    text = FLOW.format(url=URL).replace("    on_error: person\n", "")
+    assert errors(text) == ["orders.yaml:3:3: error: request 'look' has no 'on_error': where callers go "
+                            "when the API is slow, down or answers an error (a branch there can look "
+                            "at request.status)"]
+
+
+def test_on_error_must_name_a_node():
+    text = FLOW.format(url=URL).replace("on_error: person", "on_error: persno")
+    assert errors(text) == ["orders.yaml:9:15: error: there is no node 'persno' (did you mean 'person'?)"]
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://files.example.com/x", "'ftp://files.example.com/x' is not an http:// or https:// URL"),
+    ("https://user:pw@api.example.com/x", "no user name or password in the URL"),
+    ("https://{{ caller.region }}.example.com/x", "the URL's host must not come from the call"),
+    ("https://api.example.com:{{ vars.port }}/x", "the URL's host must not come from the call"),
+    ("/v1/orders", "'/v1/orders' is not an http:// or https:// URL"),
+])
+def test_urls_are_checked_before_any_call(url, message):
+    [error] = errors(FLOW.format(url=url))
+    assert error.startswith("orders.yaml:5:12: error: ") and message in error
+
+
+def test_a_base_url_from_a_secret_is_accepted():
+    flow = load_flow_text(FLOW.format(url="{{ secrets.ORDER_API }}/v1/orders"), "orders.yaml")
+    assert flow.nodes["look"].secrets == ("ORDER_API", "ORDER_TOKEN")
+
+
+def test_bodies_and_methods_make_sense():
+    both = FLOW.format(url=URL).replace("      save_as: order\n", "      json: {a: 1}\n      form: {b: 2}\n")
+    assert "a request sends 'json' or 'form', not both" in errors(both)[0]
+    get = FLOW.format(url=URL).replace("      save_as: order\n", "      method: GET\n      json: {a: 1}\n")
+    assert "a GET request has no body: use method: POST" in errors(get)[0]
+    slow = FLOW.format(url=URL).replace("      save_as: order\n", "      timeout: 14\n")
+    assert errors(slow) == ["orders.yaml:7:16: error: 14 is greater than the maximum of 10.0 in node "
+                            "'look' (request.timeout)"]
+
+
+def test_secrets_may_only_be_sent_never_said_or_kept():
+    said = FLOW.format(url=URL).replace("Your order is {{ vars.order.status }}.",
+                                        "Token {{ secrets.ORDER_TOKEN }}")
+    assert errors(said) == ["orders.yaml:11:10: error: secrets can only be used in what a request sends "
+                            "(its url, headers, json or form): anywhere else they could be said to the "
+                            "caller or written in the log"]
+    kept = FLOW.format(url=URL).replace("  bye:\n", "  keep:\n    set: {t: \"{{ secrets.X }}\"}\n"
+                                        "    next: bye\n  bye:\n")
+    assert any("secrets can only be used" in e for e in errors(kept))
+
+
+def test_secrets_not_set_and_hosts_not_allowed_are_warnings():
+    flow = load_flow_text(FLOW.format(url=URL), "orders.yaml")
+    problems = environment_problems(flow, {}, AllowedHosts())
+    assert [str(p) for p in problems] == [
+        "orders.yaml:5:12: warning: host api.example.com is not in the allowed hosts (IVR_REQUEST_HOSTS "
+        "is empty): requests from 'look' will be refused until it is added",
+        "orders.yaml:6:32: warning: secret ORDER_TOKEN is not set in the environment: requests from "
+        "'look' will fail until it is"]
+    assert environment_problems(flow, {"ORDER_TOKEN": "x"}, AllowedHosts.parse("api.example.com")) == []
+    # a host on another port is another host
+    assert "will be refused" in str(environment_problems(flow, {"ORDER_TOKEN": "x"},
+                                                         AllowedHosts.parse("api.example.com:8443"))[0])
+
+
+def test_a_host_from_a_secret_is_checked_once_the_secret_is_set():
+    flow = load_flow_text(FLOW.format(url="{{ secrets.ORDER_API }}/v1/orders"), "orders.yaml")
+    env = {"ORDER_TOKEN": "x", "ORDER_API": "http://10.0.0.5:8080"}
+    [problem] = environment_problems(flow, env, AllowedHosts.parse("10.0.0.5"))
+    assert "host 10.0.0.5:8080 is not in the allowed hosts (IVR_REQUEST_HOSTS is 10.0.0.5)" in problem.message
+    assert environment_problems(flow, env, AllowedHosts.parse("10.0.0.5:8080")) == []
+    [unset] = environment_problems(flow, {}, AllowedHosts.parse("10.0.0.5:8080"))
+    assert "secrets ORDER_API and ORDER_TOKEN are not set" in unset.message
+
+
+def test_flows_check_prints_the_warnings_and_passes(tmp_path, monkeypatch):
+    (tmp_path / "orders.yaml").write_text(FLOW.format(url=URL))
+    monkeypatch.delenv("ORDER_TOKEN", raising=False)
+    monkeypatch.setenv("IVR_REQUEST_HOSTS", "api.example.com")
+    out = CliRunner().invoke(cli, ["flows", "check", "--json", str(tmp_path / "orders.yaml")])
+    assert out.exit_code == 0, out.output
+    [problem] = [p for p in json.loads(out.output)["files"][0]["problems"]
+                 if p["code"] == "request-environment"]
+    assert problem["severity"] == "warning" and problem["line"] == 6
+    assert "secret ORDER_TOKEN is not set" in problem["message"]
+    monkeypatch.setenv("IVR_REQUEST_HOSTS", "api.example.com/v1")
+    out = CliRunner().invoke(cli, ["flows", "check", str(tmp_path / "orders.yaml")])
+    assert out.exit_code == 2 and "IVR_REQUEST_HOSTS: 'api.example.com/v1' is not a host" in out.output
