@@ -5,6 +5,7 @@ Real HTTP on 127.0.0.1. It answers:
 
     GET /v1/customers/<customer_id>/orders/latest   the customer's latest order, or 404
     GET /v1/outages?zip=<zip>                       {"outage": bool, ...} for that area
+    GET /v1/callers?phone=<E.164>                   {"data": [the caller]} or {"data": []} (a CRM)
     POST /v1/echo                                   the request as it arrived (method, headers, body)
 
 and can be told to misbehave for the next requests: `fail_with` a status, answer `bad_json`,
@@ -25,6 +26,10 @@ ORDERS = {
                "tracking_url": "https://track.example.com/NW-58213"},
     "C-1002": {"id": "NW-58377", "status": "processing", "eta": "next week",
                "tracking_url": None},
+}
+CALLERS = {
+    "+14155550100": {"first_name": "Ada", "last_name": "Lovelace", "customer_id": "C-1001",
+                     "zip": "94107", "tier": "gold", "open_tickets": 2, "vip": True},
 }
 OUTAGES = {
     "94110": {"outage": True, "area": "Mission District", "cause": "a cut fibre cable",
@@ -103,6 +108,9 @@ class OrderApi:
                 if segments[:2] == ["v1", "customers"] and segments[3:] == ["orders", "latest"]:
                     order = ORDERS.get(segments[2])
                     return self._answer(200, order) if order else self._answer(404, {"error": "no order"})
+                if parts.path == "/v1/callers":
+                    phone = parse_qs(parts.query).get("phone", [""])[0]
+                    return self._answer(200, {"data": [CALLERS[phone]] if phone in CALLERS else []})
                 if parts.path == "/v1/outages":
                     zip_code = parse_qs(parts.query).get("zip", [""])[0]
                     return self._answer(200, OUTAGES.get(zip_code, {"outage": False}))

@@ -368,8 +368,24 @@ def simulate(flow: str, from_number: str, to_number: str | None, at: str | None,
     call = SimulatedCall(target, from_number, flows=flows_by_id, now=now, directory=directory,
                          match=default_matcher(), to_number=to_number, region=region,
                          propagate=cfg.propagate_exceptions,
-                         requester=_requester(target, live_requests))
+                         requester=_requester(target, live_requests),
+                         caller_lookup=_caller_lookup(target, live_requests))
     sys.exit(interactive(call))
+
+
+def _caller_lookup(flow, live: bool):
+    """Who calls, for a flow whose caller directory is an HTTP API: the real one, or the
+    answer the flow's tests declare (`responses: {directory: ...}`)."""
+    if flow.directory_api is None:
+        return None
+    if live:
+        from ivr.runtime.crm import CrmLookup
+
+        crm = CrmLookup(None, _config().allowed_hosts)
+        return lambda phone: crm.lookup(flow, phone)
+    from ivr.engine.answers import caller_lookup, declared_for
+
+    return caller_lookup(declared_for(flow)[0], flow)
 
 
 def _requester(flow, live: bool):

@@ -36,7 +36,7 @@ from typing import Any
 
 from ivr.engine import actions as A
 from ivr.engine import events as E
-from ivr.engine.answers import NoAnswer, answering, parse_answers
+from ivr.engine.answers import NoAnswer, answering, caller_lookup, parse_answers
 from ivr.engine.runner import Estimate
 from ivr.engine.simulation import SimulatedCall, default_matcher, directory_for
 from ivr.engine.states import Outcome, Wait
@@ -218,7 +218,8 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
                          estimate=_estimate(test.get("estimated_wait"), src, tp + ("estimated_wait",)),
                          pending_callback=_pending(test.get("pending_callback"), src,
                                                    tp + ("pending_callback",)),
-                         propagate=propagate, requester=answer)
+                         propagate=propagate, requester=answer,
+                         caller_lookup=caller_lookup(answers, flow))
     call.start()
     heard = call.last_heard
     for j, step in enumerate(test.get("steps") or []):

@@ -12,7 +12,9 @@ answers a flow's test files declare for all their tests, unless asked to call th
       slow_one: {json: {ok: true}, seconds: 2}            # answers, but slowly
       gone: refused                      # nothing listens
 
-An answer becomes the events.RequestDone the web server would have fed the engine.
+An answer becomes the events.RequestDone the web server would have fed the engine. A flow
+whose caller directory is an HTTP API (a CRM) can declare its answer too, as `directory`:
+every test's caller is looked up in it.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ivr.errors import FlowError, IvrError, Problem, suggest
+from ivr.flows.directory_api import AnswerError, caller_from_answer
 from ivr.flows.model import Flow
 from ivr.flows.yamlsource import Source, parse
 
 from . import actions as A
 from . import events as E
 
+DIRECTORY = "directory"  # the answer of a flow's HTTP caller directory
 QUICK_S = 0.3  # the web server's default IVR_REQUEST_QUICK_MS: slower answers let the prompt play
 DEFAULT_SECONDS = 0.05
 WORDS = {"timeout": "timeout", "refused": "connection", "connection": "connection"}
@@ -115,6 +119,8 @@ def parse_answers(value: Any, flow: Flow, src: Source, path: tuple) -> dict[str,
         raise FlowError([src.problem(path, "responses maps request node ids to their API's answer, "
                                            "e.g. {order_status: {status: 200, json: {...}}}")])
     nodes = [n.id for n in flow.nodes.values() if n.kind == "request"]
+    if flow.directory_api is not None:
+        nodes.append(DIRECTORY)
     out = {}
     for name, answer in value.items():
         if name not in nodes:
@@ -134,6 +140,26 @@ def answering(answers: Mapping[str, Answer],
         return found.event(req, quick_s)
 
     return answer
+
+
+def caller_lookup(answers: Mapping[str, Answer], flow: Flow) -> Callable[[str], dict | None]:
+    """Who calls, for a flow with an HTTP directory: from its declared answer (nobody
+    without one, or when the answer is an error, as on a real call)."""
+    answer = answers.get(DIRECTORY)
+
+    def lookup(phone: str) -> dict | None:
+        if answer is None or flow.directory_api is None:
+            return None
+        api = flow.directory_api
+        done = answer.event(A.Request(DIRECTORY, DIRECTORY, "GET", api.url, timeout=api.timeout))
+        if done.error:
+            return None
+        try:
+            return caller_from_answer(api, phone, done.status, done.body)
+        except AnswerError:
+            return None
+
+    return lookup
 
 
 def declared_for(flow: Flow) -> tuple[dict[str, Answer], list[Problem]]:

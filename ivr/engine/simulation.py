@@ -36,7 +36,8 @@ class SimulatedCall:
                  to_number: str | None = None, call_sid: str | None = None, region: str = "US",
                  estimate: Callable | None = None, pending_callback: Callable | None = None,
                  propagate: bool = False,
-                 requester: Callable[[A.Request], E.RequestDone] | None = None):
+                 requester: Callable[[A.Request], E.RequestDone] | None = None,
+                 caller_lookup: Callable[[str], dict | None] | None = None):
         self.flow = flow
         self.flows = dict(flows or {flow.id: flow})
         self.flows.setdefault(flow.id, flow)
@@ -53,6 +54,8 @@ class SimulatedCall:
         # answers `request:` nodes: declared answers (ivr.engine.answers) or the real API
         self.requester = requester
         self.requests: list[tuple[A.Request, E.RequestDone]] = []  # what the flow asked, and the answer
+        # a flow's HTTP caller directory: E.164 number -> caller context or None
+        self.caller_lookup = caller_lookup
         self.call_sid = call_sid or f"SIM{next(_ids):08d}"
         self.caller = caller if caller is not None else self._lookup()
         self.state: dict | None = None
@@ -61,6 +64,9 @@ class SimulatedCall:
         self.ended: dict | None = None
 
     def _lookup(self) -> dict:
+        if self.flow.directory_api is not None:
+            found = self.caller_lookup(self.from_number) if self.from_number and self.caller_lookup else None
+            return found or unknown_context(self.from_number)
         if self.from_number and self.directory is not None:
             found = self.directory.lookup(self.from_number)
             if found:
@@ -69,6 +75,9 @@ class SimulatedCall:
 
     def _context(self) -> Context:
         def lookup(field: str, value: str) -> dict | None:
+            if self.flow.directory_api is not None:
+                number = normalize(value, self.region) if field == "phone" else None
+                return self.caller_lookup(number) if number and self.caller_lookup else None
             if self.directory is None:
                 return None
             found = (self.directory.lookup(normalize(value, self.region) or "") if field == "phone"

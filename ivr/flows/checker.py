@@ -265,6 +265,15 @@ def environment_problems(flow: Flow, environ: Mapping[str, str] | None = None,
         check = KINDS[node.kind].env_check
         if check is not None:
             check(e, node)
+    api = flow.directory_api
+    if api is not None:
+        from . import http
+
+        for key, message in http.environment_problems(api.url, api.secrets, environ, hosts,
+                                                      "caller lookups"):
+            e.problems.append(flow.source.problem(("directory", "headers" if key == "secrets"
+                                                   and not http.secret_names([api.url]) else "url"),
+                                                  message, severity="warning", code="request-environment"))
     return sorted(e.problems, key=lambda p: (p.line or 0, p.column or 0))
 
 

@@ -21,7 +21,7 @@ from jsonschema.exceptions import ValidationError
 from ivr.errors import FlowError, Problem, suggest
 from speech.normalize import normalize
 
-from . import templates
+from . import directory_api, templates
 from .model import Flow, FlowCallbacks, Intent, Node, Pause, PlayAudio, Prompt, SayText, Settings
 from .nodes import KINDS, NodeKind, RawNode
 from .schema import schema
@@ -306,7 +306,8 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         default=bool(d.get("default", False)),
         language=d.get("language", "en-US"),
         voice=d.get("voice"),
-        directory=d.get("directory"),
+        directory=d["directory"] if isinstance(d.get("directory"), str) else None,
+        directory_api=directory_api.load(b, d["directory"]) if isinstance(d.get("directory"), dict) else None,
         whisper=b.template(("whisper",), d["whisper"]) if d.get("whisper") else None,
         hours=hours,
         intents=intents,

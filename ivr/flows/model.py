@@ -83,7 +83,8 @@ class Flow:
     default: bool = False
     language: str = "en-US"
     voice: str | None = None
-    directory: str | None = None
+    directory: str | None = None  # a CSV file or a database table
+    directory_api: Any = None  # ivr.flows.directory_api.DirectoryApi: a directory served over HTTP
     whisper: str | None = None
     hours: dict[str, Any] = field(default_factory=dict)  # name -> ivr.flows.hours.BusinessHours
     intents: dict[str, Intent] = field(default_factory=dict)

@@ -68,6 +68,7 @@ class Services:
         self._callbacks = None
         self._requests = None
         self._circuit = None
+        self._crm = None
         self._vosk_models = None
         self._vosk_missing: set[str] = set()
         self._recorder_pid: int | None = None
@@ -163,6 +164,22 @@ class Services:
         return self._requests
 
     @property
+    def crm(self):
+        """Lookups in flows' HTTP caller directories, cached in Redis (ivr.runtime.crm)."""
+        if self._crm is None:
+            from .crm import CrmLookup
+
+            self._crm = CrmLookup(self.redis, self.config.allowed_hosts, self.circuit)
+        return self._crm
+
+    def caller_context(self, flow: Flow, phone: str | None) -> dict:
+        """Who is calling, from the flow's directory: a file, a table or an HTTP API (a CRM);
+        unknown (never an error) when the number is withheld, not found or cannot be looked up."""
+        if flow.directory_api is not None:
+            return (self.crm.lookup(flow, phone) if phone else None) or unknown_context(phone)
+        return caller_context(self.registry, flow, phone)
+
+    @property
     def callbacks(self):
         """The callback machinery (callbacks.runtime.Runtime: agents, the line, callback
         records), built on first use by the factory the shell gave; None without one."""
@@ -234,6 +251,9 @@ class Services:
         region = self.config.default_region
 
         def lookup(field_name: str, value: str) -> dict | None:
+            if flow is not None and flow.directory_api is not None:
+                number = normalize(value, region) if field_name == "phone" else None
+                return self.crm.lookup(flow, number) if number else None
             directory = registry.directory(flow) if flow else None
             if directory is None:
                 return None

@@ -23,7 +23,7 @@ from typing import Any
 from ivr.calllog import recorder
 from ivr.engine import actions as A
 from ivr.engine import events as E
-from ivr.engine.answers import NoAnswer, answering, declared_for
+from ivr.engine.answers import NoAnswer, answering, caller_lookup, declared_for
 from ivr.engine.runner import Estimate, clock
 from ivr.engine.simulation import SimulatedCall, describe_request, describe_wait, parse_input
 from ivr.engine.states import Wait, is_listening, is_over, records_a_message
@@ -103,9 +103,18 @@ class TestCalls:
                             caller=(call["state"] or {}).get("caller") if call.get("state") else None,
                             call_sid=call["sid"], region=self.svc.config.default_region,
                             estimate=estimate, propagate=self.svc.config.propagate_exceptions,
-                            requester=self._requester(call))
+                            requester=self._requester(call), caller_lookup=self._caller_lookup(call, flow))
         sim.state = call.get("state")
         return sim
+
+    def _caller_lookup(self, call: dict, flow: Any):
+        """Who calls, for a flow whose directory is an HTTP API: the real one, or the answer
+        the flow's tests declare for it."""
+        if flow.directory_api is None:
+            return None
+        if call.get("live_requests"):
+            return lambda phone: self.svc.crm.lookup(flow, phone)
+        return caller_lookup(declared_for(flow)[0], flow)
 
     def _requester(self, call: dict):
         """Request nodes get the real API (the box "call the real APIs" ticked), or the answers

@@ -34,7 +34,7 @@ from ivr.engine.states import Outcome, Wait, hung_up
 from ivr.errors import IvrError
 from ivr.phone import normalize
 from ivr.runtime import services as runtime_services
-from ivr.runtime.services import Services, caller_context
+from ivr.runtime.services import Services
 
 from . import twiml
 from .signatures import is_valid, public_base, public_url, stream_token, websocket_base
@@ -212,7 +212,7 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
             if flow is None:
                 return fail_safe(f"no flow answers calls to {event.to_number}")
             event = dataclasses.replace(
-                event, caller=event.caller or caller_context(svc.registry, flow, event.from_number))
+                event, caller=event.caller or svc.caller_context(flow, event.from_number))
         elif state is None:
             return fail_safe(f"no live state for {type(event).__name__}")
         else:

@@ -268,3 +268,29 @@ tests:
     assert ("expected request 'order_status' to a URL containing 'C-1002', but it went to "
             "***/v1/customers/C-1001/orders/latest") in first.message
     assert "expected request 'order_status', but the flow asked nothing" in second.message
+
+
+def test_a_flows_http_caller_directory_answers_as_the_tests_declare(tmp_path):
+    from tests.web.test_self_service import CRM_FLOW
+
+    (tmp_path / "flows" / "tests").mkdir(parents=True)
+    (tmp_path / "flows" / "crm.yaml").write_text(CRM_FLOW)
+    path = tmp_path / "flows" / "tests" / "crm.test.yaml"
+    path.write_text("""flow: crm
+responses:
+  directory: {json: {data: [{first_name: Zed, customer_id: C-9}]}}
+tests:
+  - name: the CRM knows the caller
+    from: "+14155550100"
+    steps:
+      - hears: Hi Zed
+      - known_caller: true
+  - name: the CRM is down
+    from: "+14155550100"
+    responses: {directory: 500}
+    steps:
+      - hears: Hello, thanks for calling
+      - known_caller: false
+""")
+    res = run_file(path)
+    assert res.ok and len(res.passed) == 2, (res.failed, res.problems)

@@ -128,3 +128,42 @@ def test_flows_check_prints_the_warnings_and_passes(tmp_path, monkeypatch):
     monkeypatch.setenv("IVR_REQUEST_HOSTS", "api.example.com/v1")
     out = CliRunner().invoke(cli, ["flows", "check", str(tmp_path / "orders.yaml")])
     assert out.exit_code == 2 and "IVR_REQUEST_HOSTS: 'api.example.com/v1' is not a host" in out.output
+
+
+CRM = """\
+id: crm
+directory:
+  url: "{url}"
+  headers: {{Authorization: "Bearer {{{{ secrets.CRM_TOKEN }}}}"}}
+  timeout: {timeout}
+nodes:
+  find:
+    lookup: {{by: {by}, value: "1", found: bye, not_found: bye}}
+  bye:
+    hangup: "Goodbye {{{{ caller.first_name }}}}."
+"""
+
+
+def crm(url: str = "https://crm.example.com/callers/{{ phone }}", timeout: float = 2,
+        by: str = "phone") -> str:
+    return CRM.format(url=url, timeout=timeout, by=by)
+
+
+def test_an_http_caller_directory_is_checked_like_a_request():
+    flow = load_flow_text(crm(), "crm.yaml")
+    assert flow.directory is None and flow.directory_api.secrets == ("CRM_TOKEN",)
+    assert flow.directory_api.timeout == 2 and flow.directory_api.cache == 300
+    assert [str(p) for p in environment_problems(flow, {}, AllowedHosts())] == [
+        "crm.yaml:3:8: warning: host crm.example.com is not in the allowed hosts (IVR_REQUEST_HOSTS is "
+        "empty): caller lookups will be refused until it is added",
+        "crm.yaml:4:12: warning: secret CRM_TOKEN is not set in the environment: caller lookups will "
+        "fail until it is"]
+    assert "the URL's host must not come from the call" in errors(crm("https://{{ phone }}.crm.example/x"))[0]
+    assert errors(crm(timeout=9)) == ["orders.yaml:5:12: error: 9 is greater than the maximum of 5 at "
+                                      "directory.timeout"]
+
+
+def test_a_lookup_by_another_column_in_an_http_directory_is_a_warning():
+    flow = load_flow_text(crm(by="customer_id"), "crm.yaml")
+    [problem] = [p for p in flow.problems if p.code == "lookup-by"]
+    assert problem.line == 8 and "finds callers by their number only" in problem.message

@@ -195,3 +195,35 @@ def test_the_secret_is_sent_to_the_api_and_kept_nowhere_else(phone, api, redis_u
     assert TOKEN not in steps and TOKEN.encode() not in everything and TOKEN not in caplog.text
     assert TOKEN not in "".join(said(a) for a in answers)
     assert "northwind-api" not in steps and "order_status" in steps
+
+
+CRM_FLOW = """
+id: crm
+numbers: ["+15005550077"]
+directory:
+  url: "{{ secrets.CRM_URL }}/v1/callers?phone={{ phone }}"
+  record: data
+  timeout: 0.5
+nodes:
+  hello:
+    hangup: "{{ 'Hi ' ~ caller.first_name if caller.known else 'Hello' }}, thanks for calling."
+"""
+
+
+def test_the_caller_directory_can_be_the_crms_http_api(make_app, flows_dir, api, monkeypatch):
+    """Looked up in the call's first webhook (the caller hears it ring), kept in Redis, and an
+    unknown caller when the CRM does not answer in time."""
+    monkeypatch.setenv("CRM_URL", api.url)
+    (flows_dir / "crm.yaml").write_text(CRM_FLOW)
+    app = make_app(request_hosts=api.host)
+    twilio = Twilio(app.test_client())
+    ada = {"From": "+14155550100", "To": "+15005550077"}
+    assert said(parse(twilio.post("/voice", CallSid="CA20", **ada))) == "Hi Ada, thanks for calling."
+    assert said(parse(twilio.post("/voice", CallSid="CA21", **ada))) == "Hi Ada, thanks for calling."
+    assert len(api.requests) == 1  # the second call found her in the cache
+    api.hold = threading.Event()  # the CRM stops answering
+    other = {"From": "+12025550199", "To": "+15005550077"}
+    assert said(parse(twilio.post("/voice", CallSid="CA22", **other))) == "Hello, thanks for calling."
+    store = flush(app)
+    assert store.call("CA20")["caller_known"] is True and store.call("CA20")["customer_id"] == "C-1001"
+    assert store.call("CA22")["caller_known"] is False

@@ -35,6 +35,13 @@ def resolve(b, flow: Flow, node: LookupNode) -> None:
     b.target(flow, path + ("not_found",), node.not_found)
 
 
+def check(c, node: LookupNode) -> None:
+    if c.flow.directory_api is not None and node.by != "phone":
+        c.at(node, f"the caller directory is an HTTP API, which finds callers by their number only: "
+             f"this lookup by '{node.by}' never finds anyone (ask the API with a request node)",
+             "warning", "lookup-by", sub=("lookup", "by"))
+
+
 SCHEMA = {
     "type": "object",
     "properties": {"by": {"type": "string"}, "value": {"type": "string"}, "found": NODE_ID,
@@ -43,5 +50,5 @@ SCHEMA = {
     "additionalProperties": False,
 }
 
-KIND = NodeKind("lookup", LookupNode, SCHEMA, load, has_next=False, resolve=resolve,
+KIND = NodeKind("lookup", LookupNode, SCHEMA, load, has_next=False, resolve=resolve, check=check,
                 mermaid=("[(", ")]"), dot="cylinder")
