@@ -108,7 +108,14 @@ def is_valid(request: Request, config: Config) -> bool:
     if not given or key is None:
         return False
     secret, algorithm = key
-    return _validator(secret).validate(public_url(request, config), request.form, given, algorithm)
+    validator, url = _validator(secret), public_url(request, config)
+    # One HMAC for the URL as rebuilt (a third of what `validate` costs, on every webhook);
+    # the library's full check, which also tries the URL with and without its port, when
+    # that does not match.
+    expected = validator.compute_signature(url, request.form, algorithm)
+    if hmac.compare_digest(expected.encode(), given.encode()):
+        return True
+    return validator.validate(url, request.form, given, algorithm)
 
 
 def is_valid_websocket(request: Request, config: Config) -> bool:
