@@ -12,6 +12,7 @@ import click
 
 from ivr.config import Config, safe_url
 from ivr.errors import FlowError, Problem
+from ivr.web.server import DEFAULT_THREADS, DEFAULT_WORKERS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,21 +36,22 @@ def _config(data_dir: bool = False) -> Config:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", type=int, default=None, help="Worker processes [default: 2 x cores + 1].")
-@click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
+@click.option("--workers", type=click.IntRange(1), default=DEFAULT_WORKERS, show_default=True,
+              help="Worker processes: up to one per core for more simultaneous calls.")
+@click.option("--threads", type=click.IntRange(1), default=DEFAULT_THREADS, show_default=True,
+              help="Threads per worker.")
 @click.option("--keepalive", type=click.IntRange(0, 3600), default=5, show_default=True,
               help="Seconds an idle kept-alive connection stays open (0: close after each "
                    "answer). Behind a proxy that reuses connections, set it above the proxy's "
                    "idle timeout.")
-def serve(host: str, port: int, workers: int | None, threads: int, keepalive: int) -> None:
+def serve(host: str, port: int, workers: int, threads: int, keepalive: int) -> None:
     """Run the webhook server (gunicorn). Without REDIS_URL an embedded Redis is started;
     without DATABASE_URL the step log goes to a SQLite file under IVR_DATA_DIR."""
-    from ivr.web.server import default_workers
     from ivr.web.server import serve as run_server
 
     cfg = _config(data_dir=True)  # the embedded Redis and the SQLite file live there
     click.echo(f"Serving flows from {cfg.flows_dir.resolve()} on http://{host}:{port}/voice")
-    run_server(cfg, host, port, workers or default_workers(), threads, keepalive=keepalive)
+    run_server(cfg, host, port, workers, threads, keepalive=keepalive)
 
 
 # -- flows -------------------------------------------------------------------------------

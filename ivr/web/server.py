@@ -13,8 +13,11 @@ from ivr.config import Config, safe_url
 log = logging.getLogger("ivr.server")
 
 
-def default_workers() -> int:
-    return (os.cpu_count() or 1) * 2 + 1
+# Sized for one small support line: two processes, so one answers while the other restarts,
+# of four threads each. On two cores they hold over a thousand simultaneous calls
+# (bench/webhooks.py, docs/performance.md); more workers, up to one per core, hold more.
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 4
 
 
 def _end_worker(server: Any, worker: Any) -> None:
@@ -42,7 +45,7 @@ def _end_worker(server: Any, worker: Any) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
-def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
+def serve(config: Config, host: str, port: int, workers: int, threads: int = DEFAULT_THREADS,
           app_factory: str = "ivr.web.app:create_app", keepalive: int = 5) -> None:
     """Run the app with gunicorn. Blocks until the server stops.
 
@@ -91,8 +94,8 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = 4,
                 "accesslog": None,
                 "control_socket_disable": True,  # several servers on one host must not collide
                 # The app (flows, the intent model) is built once in the master and the workers
-                # share its memory: 5 workers and the master took 305 MiB in all (PSS) instead
-                # of 1.2 GiB, and a webhook took 3 to 14% less CPU in paired runs.
+                # share its memory: each worker adds about 15 MiB of its own, not the 250 MiB
+                # its RSS shows (docs/performance.md#memory).
                 "preload_app": True,
                 "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
                 "worker_exit": _end_worker,

@@ -1,36 +1,49 @@
-"""The webhook benchmark, end to end on a small load: both real servers, real Redis."""
+"""The webhook benchmark: a short run end to end against both real servers, how it steps the
+load, and its HTTP client's handling of kept-alive connections the server closed."""
 
 import asyncio
 
 import pytest
 
-from bench.webhooks import WEBHOOKS, Client, run_webhooks
+from bench.webhooks import Pool, run, step_up
 
 
-def test_benchmark_runs_end_to_end():
-    # redis_url=None: the benchmark starts a Redis of its own, as it does for users without one
-    result = run_webhooks(concurrency=5, calls=20, workers=2, threads=2, redis_url=None,
-                          state_calls=10, paced_calls=10, pause_ms=10, quiet=True)
+def test_a_short_run_end_to_end():
+    """Two small levels on `ivr serve` (its embedded Redis, as users start it) and the bare
+    app: every answer right, every call in the step log, the footprint read. Whether a level
+    passes depends on the machine's speed, so that is left to the real run."""
+    result = run(workers=2, threads=2, start=8, limit=16, refine=0, gap_s=0.3, settle_s=0.5,
+                 measure_s=2, say=lambda *_: None)
 
-    assert result["settings"]["concurrency"] == 5
-    for name in ("ivr", "bare"):
-        for run in (result["servers"][name], result["servers"][name]["paced"]):
-            assert run["error_count"] == 0, run["error_examples"]
-            assert run["calls"] == (20 if run is result["servers"][name] else 10)
-            assert run["calls_per_s"] > 0
-            for webhook in WEBHOOKS:
-                stats = run["webhooks"][webhook]
-                assert stats["n"] == run["calls"] * (2 if webhook == "/voice/queue/wait" else 1)
-                assert 0 < stats["p50_ms"] <= stats["p99_ms"] < 15_000
-    assert result["ratio"] > 0 and 0 < result["cpu_ratio"] < 5
-    assert result["servers"]["ivr"]["log_drain_s"] >= 0  # its slices ended with the log in SQL
-    state = result["state"]
-    assert state["calls"] == 10 and state["errors"] == 0
-    assert 100 < state["avg_bytes"] <= state["max_bytes"] < 64_000
-    drain = result["log_drain"]
-    assert drain["drained"] and drain["dead"] == 0
-    assert drain["calls_recorded"] == drain["calls_started"]
-    assert set(result["targets"]) == {"p99_ms", "throughput_ratio", "state_bytes"}
+    ivr = result["ivr"]
+    assert [level["calls"] for level in ivr["levels"]][0] == 8
+    for kind in ("ivr", "bare"):
+        for level in result[kind]["levels"]:
+            assert level["errors"] == 0, level["error_examples"]
+            assert level["webhooks"] > 0 and 0 < level["p50_ms"] <= level["p99_ms"]
+    assert ivr["calls_started"] > 0 and ivr["calls_recorded"] == ivr["calls_started"]
+    idle = result["footprint_idle"]
+    assert idle["processes"] == 4  # gunicorn's master, two workers and the embedded Redis
+    assert 0 < idle["pss_mib"] < idle["rss_mib"]  # the workers share the master's pages
+    assert 100 < result["state"]["avg_bytes"] <= result["state"]["max_bytes"] <= 4096
+
+
+def test_the_load_doubles_until_a_level_fails_then_narrows_down():
+    async def search(capacity: int, **kwargs) -> tuple[tuple[int, int | None], list[int]]:
+        tried: list[int] = []
+
+        async def passes(calls: int) -> bool:
+            tried.append(calls)
+            return calls <= capacity
+
+        return await step_up(passes, **kwargs), tried
+
+    found, tried = asyncio.run(search(1300, start=250, limit=32_000, refine=2))
+    assert tried == [250, 500, 1000, 2000, 1500, 1250] and found == (1250, 1500)
+    found, tried = asyncio.run(search(10**6, start=250, limit=1000, refine=2))
+    assert tried == [250, 500, 1000] and found == (1000, None)  # never past the limit
+    found, tried = asyncio.run(search(100, start=250, limit=1000, refine=1))
+    assert tried == [250, 100] and found == (100, 250)  # the first level failed: below it
 
 
 def _serve_then_drop(answers_per_connection: int, partial: bool = False):
@@ -64,37 +77,39 @@ def _serve_then_drop(answers_per_connection: int, partial: bool = False):
 REQUEST = b"POST /voice HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
 
 
-def test_client_resends_a_request_a_stale_kept_alive_connection_dropped():
+def test_a_request_a_stale_kept_alive_connection_dropped_is_sent_again():
     start, seen = _serve_then_drop(answers_per_connection=1)
 
     async def go():
         server = await start()
-        client = Client("127.0.0.1", server.sockets[0].getsockname()[1])
+        pool = Pool("127.0.0.1", server.sockets[0].getsockname()[1])
         try:
-            return [await client.send(REQUEST) for _ in range(3)], (client.reconnects, client.resends)
+            return [await pool.post(REQUEST) for _ in range(3)], (pool.opened, pool.resent)
         finally:
-            client.close()
+            pool.close()
             server.close()
 
-    answers, reconnects = asyncio.run(go())
+    answers, counts = asyncio.run(go())
     assert [(status, body) for _, status, body in answers] == [(200, b"ok")] * 3
     assert seen == [2, 2, 1]  # each dropped request was answered on the next connection
-    assert reconnects == (2, 2)
+    assert counts == (3, 2)
 
 
-def test_client_does_not_resend_on_a_new_connection_or_after_part_of_an_answer():
+def test_no_resend_on_a_new_connection_or_after_part_of_an_answer():
     async def go(answers_per_connection: int, partial: bool, sends: int):
         start, _ = _serve_then_drop(answers_per_connection, partial)
         server = await start()
-        client = Client("127.0.0.1", server.sockets[0].getsockname()[1])
+        pool = Pool("127.0.0.1", server.sockets[0].getsockname()[1])
         try:
             for _ in range(sends):
-                await client.send(REQUEST)
+                await pool.post(REQUEST)
         finally:
-            client.close()
+            pool.close()
             server.close()
 
-    with pytest.raises(ConnectionError):  # a new connection: the server is refusing the request
+    # a new connection: the server is refusing the request
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
         asyncio.run(go(0, False, 1))
-    with pytest.raises(ConnectionError):  # the server began answering: it saw the request
+    # the server began answering: it saw the request
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
         asyncio.run(go(1, True, 2))
