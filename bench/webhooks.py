@@ -569,10 +569,10 @@ def run(workers: int | None = None, threads: int | None = None, redis_url: str |
                                             settle_s, measure_s, say))
             result["footprint_loaded"] = server.footprint()
             result["state"] = state_sizes(client)
-            deadline = time.monotonic() + 60  # the step log reaches SQL once the load stops
+            # The recorder deletes the log's entries once their batch is committed to SQL.
+            deadline = time.monotonic() + 60
             while client.xlen("ivr:log") and time.monotonic() < deadline:
                 time.sleep(0.5)
-            time.sleep(2)  # the recorder's last batch
             ivr["calls_recorded"] = recorded_calls(server)
             result["ivr"] = ivr
         finally:
