@@ -7,6 +7,10 @@ records every outbound call it is asked to place (`calls`), lists, fetches and r
 like Twilio, serves the recordings a test registers (`recordings`), and can be told to hold a
 request (to kill a worker while it waits), to fail, or to lose a call.
 
+Texts (`messages`) are recorded the same way, can be refused with a Twilio error code
+(`refuse_messages`, e.g. 21610 for a number that replied STOP), and `deliver` makes the
+signed status callback Twilio would make for a text.
+
 It then plays the phone network: `answer`, `busy`, `no_answer` and `machine` make the signed
 webhook requests Twilio would make for that call (answer URL with AnsweredBy, the TwiML's
 <Dial> whisper and action URLs, status callbacks), and parse the TwiML that comes back.
@@ -32,6 +36,7 @@ from twilio.request_validator import RequestValidator
 
 CALLS = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Calls(?:/(CA\w+))?\.json$")
 RECORDING = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Recordings/(RE\w+)\.wav$")
+MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Messages\.json$")
 
 
 @dataclass
@@ -68,6 +73,21 @@ class Call:
 
 
 @dataclass
+class Message:
+    sid: str
+    to: str
+    from_: str
+    body: str
+    status_callback: str
+    status: str = "queued"
+
+    def json(self) -> dict:
+        return {"sid": self.sid, "to": self.to, "from": self.from_, "body": self.body,
+                "status": self.status, "account_sid": "AC", "num_segments": "1",
+                "uri": f"/Messages/{self.sid}.json"}
+
+
+@dataclass
 class Played:
     """What happened when a call was played out: every TwiML document, what was said."""
 
@@ -85,6 +105,8 @@ class TwilioStandIn:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.calls: list[Call] = []
+        self.messages: list[Message] = []
+        self.refuse_messages: tuple[int, int] | None = None  # (HTTP status, Twilio code) for texts
         self.requests: list[Request] = []
         self.recordings: dict[str, bytes] = {}  # "RE..." -> WAV bytes
         self.hold: threading.Event | None = None  # while set-up and not set, POST Calls waits
@@ -166,6 +188,19 @@ class TwilioStandIn:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
                 self._log("POST", form)
+                text = MESSAGES.match(parts.path)
+                if text:
+                    if not self._authorised(text.group(1)):
+                        return self._reply(401, {"code": 20003, "message": "Authenticate"})
+                    if standin.refuse_messages:
+                        status, code = standin.refuse_messages
+                        return self._reply(status, {"code": code, "message": "refused", "status": status})
+                    message = Message("SM" + uuid.uuid4().hex, form["To"][0], form["From"][0],
+                                      form["Body"][0], form.get("StatusCallback", [""])[0])
+                    with standin.changed:
+                        standin.messages.append(message)
+                        standin.changed.notify_all()
+                    return self._reply(201, message.json())
                 if not m or not self._authorised(m.group(1)):
                     return self._reply(401 if m else 404, {"code": 20003, "message": "Authenticate"})
                 if m.group(2):  # a live call moved on (Url) or ended (Status)
@@ -217,6 +252,22 @@ class TwilioStandIn:
                     raise TimeoutError(f"expected {n} outbound calls, got {len(self.calls)}")
                 self.changed.wait(left)
         return list(self.calls)
+
+    def wait_for_messages(self, n: int, timeout: float = 15.0) -> list[Message]:
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.messages) >= n, timeout):
+                raise TimeoutError(f"expected {n} texts, got {len(self.messages)}")
+        return list(self.messages)
+
+    def deliver(self, message: Message, status: str = "delivered",
+                error_code: int | None = None) -> requests.Response:
+        """The signed status callback Twilio makes as a text goes out."""
+        message.status = status
+        params = {"MessageSid": message.sid, "MessageStatus": status, "AccountSid": self.account_sid,
+                  "To": message.to, "From": message.from_}
+        if error_code is not None:
+            params["ErrorCode"] = error_code
+        return self._post(message.status_callback, params)
 
     def wait_for(self, predicate, timeout: float = 30.0) -> Request | None:
         """The first logged request matching `predicate`, waiting up to `timeout` s."""

@@ -521,7 +521,7 @@ def _attach_callbacks(conn: sa.Connection, rows: list[dict]) -> None:
 
 
 def call_detail(store: Store, call_sid: str) -> dict | None:
-    """One call: its row, measures, steps, recordings, callbacks and callback calls."""
+    """One call: its row, measures, steps, recordings, callbacks, callback calls and texts."""
     call = store.call(call_sid)
     if call is None:
         return None
@@ -547,7 +547,8 @@ def call_detail(store: Store, call_sid: str) -> dict | None:
         if s["event"] == "queue_left":
             queue_enter = None
     return {"call": call, "metrics": dict(metrics._mapping) if metrics else None, "steps": steps,
-            "recordings": store.recordings(call_sid), "callbacks": cbs, "callback_calls": legs}
+            "recordings": store.recordings(call_sid), "callbacks": cbs, "callback_calls": legs,
+            "messages": store.messages(call_sid)}
 
 
 # -- presentation helpers (CLI, dashboard, CSV) -----------------------------------------------

@@ -1,6 +1,6 @@
 """Deleting old calls and recordings: `ivr retention`.
 
-Calls (with their steps, summaries, recordings and callbacks) that started before the events
+Calls (with their steps, summaries, recordings, text messages and callbacks) that started before the events
 cut-off are deleted whole, so no report ever sees half a call. Recordings can be kept for a
 shorter time than the rest (their audio holds the caller's voice): rows older than the
 recordings cut-off are deleted with the audio file kept under IVR_RECORDINGS_DIR. Work is done
@@ -23,6 +23,7 @@ from .store import (
     callbacks,
     calls,
     menu_metrics,
+    messages,
     recordings,
     steps,
 )
@@ -130,7 +131,7 @@ def _purge_calls(store: Store, before: datetime, root: Path | None, dry_run: boo
             out.steps += conn.execute(steps.delete().where(steps.c.call_sid.in_(sids))).rowcount
             out.recordings += conn.execute(recordings.delete()
                                            .where(recordings.c.call_sid.in_(sids))).rowcount
-            for table in (call_metrics, menu_metrics):
+            for table in (call_metrics, menu_metrics, messages):
                 conn.execute(table.delete().where(table.c.call_sid.in_(sids)))
             out.calls += conn.execute(calls.delete().where(calls.c.call_sid.in_(sids))).rowcount
     while True:

@@ -35,7 +35,11 @@ MIGRATE_LOCK = zlib.crc32(b"ivr.store.migrate")
 
 # How a call ended, from the caller's side (calls.outcome).
 OUTCOMES = frozenset(Outcome)
-RECORD_TYPES = ("call_started", "step", "call_ended", "recording", "callback")
+RECORD_TYPES = ("call_started", "step", "call_ended", "recording", "callback", "message")
+# A text message's states in the order they happen: a report arriving late never takes a
+# text back to an earlier state (Twilio's callbacks may come out of order).
+MESSAGE_RANKS = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 5,
+                 "undelivered": 5, "failed": 5, "opted_out": 5, "read": 6}
 
 # Limits that keep a record from failing in the database instead of in `parse_record`
 # (where it is rejected alone): identifiers stay well inside PostgreSQL's index row size,
@@ -124,6 +128,24 @@ recordings = sa.Table(
     sa.Column("intent", sa.String(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("call_sid", "seq", name="uq_recordings_call_sid_seq"),
+)
+
+# Text messages flows send (sms: nodes), one row per text: the step that sent it, and its
+# latest state (queued, sent, delivered, undelivered, failed, opted_out) as Twilio reports it.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("call_sid", sa.String(), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("flow", sa.String(), nullable=True),
+    sa.Column("node", sa.String(), nullable=True),
+    sa.Column("to_number", sa.String(), nullable=True),
+    sa.Column("message_sid", sa.String(), nullable=True, index=True),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("rank", sa.Integer(), nullable=False),
+    sa.Column("error_code", sa.Integer(), nullable=True),
+    sa.Column("segments", sa.Integer(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 # Callbacks (callbacks/store.py keeps them in Redis; every change is logged as a snapshot with
@@ -450,6 +472,9 @@ class Store:
         if by_type["callback"]:
             self._apply_callbacks(conn, by_type["callback"])
 
+        if by_type["message"]:
+            self._apply_messages(conn, by_type["message"])
+
         # A call's measures are (re)computed whenever something of an ended call arrives:
         # its end, or a step or its start arriving late.
         touched = {row["call_sid"] for kind, row in parsed if kind in ("call_started", "step", "call_ended")}
@@ -472,6 +497,30 @@ class Store:
                                (self._sql.attempts, list(attempts.values()))):
             if values:
                 conn.execute(upsert, values)
+
+    def _apply_messages(self, conn: Connection, rows: list[dict]) -> None:
+        """Each text's row: what any report knows (who, which step, Twilio's id) is kept, and
+        its state only moves forward."""
+        merged: dict[tuple[str, int], dict] = {}  # one row per text: a statement updates a row once
+        for row in sorted(rows, key=lambda r: (r["rank"], r["updated_at"])):
+            key = (row["call_sid"], row["seq"])
+            old = merged.get(key, {})
+            merged[key] = {**row, **{k: v for k, v in old.items() if row.get(k) is None}}
+        insert = self._insert(messages)
+        newer = insert.excluded.rank >= messages.c.rank
+        keep = ("flow", "node", "to_number", "message_sid", "error_code", "segments")
+        upsert = insert.on_conflict_do_update(
+            index_elements=["call_sid", "seq"],
+            set_={**{c: sa.func.coalesce(insert.excluded[c], messages.c[c]) for c in keep},
+                  **{c: sa.case((newer, insert.excluded[c]), else_=messages.c[c])
+                     for c in ("status", "rank", "updated_at")}})
+        conn.execute(upsert, list(merged.values()))
+
+    def messages(self, call_sid: str) -> list[dict]:
+        """The texts a call sent, in step order."""
+        query = sa.select(messages).where(messages.c.call_sid == call_sid).order_by(messages.c.seq)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def _summarise(self, conn: Connection, call_sids: set[str],
                    fresh: dict[str, dict[int, dict]] | None = None) -> int:
@@ -708,6 +757,8 @@ def _start_guess(kind: str, row: dict) -> datetime:
         return row["at"]
     if kind == "recording":
         return row["created_at"]
+    if kind == "message":
+        return row["updated_at"]
     ended = row.get("ended_at") or row.get("answered_at")
     if ended is None:
         return datetime.now(UTC)
@@ -826,6 +877,25 @@ def _recording(r: dict) -> dict:
     }
 
 
+def _message(r: dict) -> dict:
+    status = _text(r, "status", required=True)
+    if status not in MESSAGE_RANKS:
+        raise ValueError(f"status: {status!r} is not a text message's state")
+    return {
+        "call_sid": _text(r, "call_sid", required=True),
+        "seq": _int(r, "seq", required=True),
+        "flow": _text(r, "flow"),
+        "node": _text(r, "node"),
+        "to_number": _text(r, "to"),
+        "message_sid": _text(r, "sid"),
+        "status": status,
+        "rank": MESSAGE_RANKS[status],
+        "error_code": _int(r, "error_code"),
+        "segments": _int(r, "segments"),
+        "updated_at": _time(r, "at") or datetime.now(UTC),
+    }
+
+
 def _callback(r: dict) -> dict:
     """A snapshot of a callback from callbacks/store.py: hash fields as text, times in epoch
     seconds. Gives the callbacks row and, once it has been dialled, the current attempt's row."""
@@ -889,6 +959,7 @@ _PARSERS = {
     "call_ended": _call_ended,
     "recording": _recording,
     "callback": _callback,
+    "message": _message,
 }
 
 

@@ -491,6 +491,54 @@ OPTIONAL_GROUPS = (("intents", "speech.cli", "intents"), ("speech", "speech.tran
                    ("agents", "callbacks.cli", "agents"), ("callbacks", "callbacks.cli", "callbacks_group"))
 
 
+@cli.group()
+def sms() -> None:
+    """Text messages: the numbers that asked for no more."""
+
+
+def _sms_number(number: str) -> str:
+    from ivr.phone import normalize
+
+    found = normalize(number, _config().default_region)
+    if found is None:
+        raise click.BadParameter(f"'{number}' is not a phone number", param_hint="NUMBER")
+    return found
+
+
+@sms.command("opt-out")
+@click.argument("number")
+def sms_opt_out(number: str) -> None:
+    """Send NUMBER no more texts (as if its owner had texted STOP)."""
+    from ivr.runtime.connections import redis_for
+    from ivr.runtime.sms import opt_out
+
+    e164 = _sms_number(number)
+    added = opt_out(redis_for(_config()), e164)
+    click.echo(f"{e164} {'is now' if added else 'was already'} on the opt-out list")
+
+
+@sms.command("opt-in")
+@click.argument("number")
+def sms_opt_in(number: str) -> None:
+    """Take NUMBER off the opt-out list (its owner asked for texts again)."""
+    from ivr.runtime.connections import redis_for
+    from ivr.runtime.sms import opt_in
+
+    e164 = _sms_number(number)
+    removed = opt_in(redis_for(_config()), e164)
+    click.echo(f"{e164} {'is no longer' if removed else 'was not'} on the opt-out list")
+
+
+@sms.command("opted-out")
+def sms_opted_out() -> None:
+    """List the numbers that get no texts."""
+    from ivr.runtime.connections import redis_for
+    from ivr.runtime.sms import opted_out_numbers
+
+    for number in opted_out_numbers(redis_for(_config())):
+        click.echo(number)
+
+
 def _attach_optional_groups(group: click.Group) -> None:
     """Add the commands of other packages. One whose module fails to import is still listed,
     marked unavailable, and says why when it is run: a broken package must neither take the

@@ -49,10 +49,10 @@ from ivr.flows.yamlsource import Source, parse
 
 INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "no_answer", "queue_wait")
 CHECKS = ("hears", "not_hears", "at", "reaches", "not_reaches", "outcome", "intent", "vars",
-          "known_caller", "callback", "requested")
+          "known_caller", "callback", "requested", "sms")
 OUTCOMES = tuple(Outcome)
 TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "responses",
-             "steps")
+             "sms_opted_out", "steps")
 FILE_KEYS = ("flow", "at", "responses", "tests", "description")
 
 
@@ -219,7 +219,8 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
                          pending_callback=_pending(test.get("pending_callback"), src,
                                                    tp + ("pending_callback",)),
                          propagate=propagate, requester=answer,
-                         caller_lookup=caller_lookup(answers, flow))
+                         caller_lookup=caller_lookup(answers, flow),
+                         sms_opted_out=(lambda number: True) if test.get("sms_opted_out") else None)
     call.start()
     heard = call.last_heard
     for j, step in enumerate(test.get("steps") or []):
@@ -365,6 +366,8 @@ def _check(kind: str, value: Any, call: SimulatedCall, heard: str, line: int | N
         _check_callback(value, call, line)
     elif kind == "requested":
         _check_requested(value, call, line)
+    elif kind == "sms":
+        _check_sms(value, call, line)
     elif kind == "known_caller":
         known = bool(call.state["caller"].get("known"))
         if known != bool(value):
@@ -402,6 +405,28 @@ def _check_requested(value: Any, call: SimulatedCall, line: int | None) -> None:
             have = (last.json or {}).get(k) if isinstance(last.json, dict) else None
             if str(have) != str(v):
                 raise _Fail(line, f"expected request '{node}' to send {k} = '{v}', but it sent '{have}'")
+
+
+def _check_sms(value: Any, call: SimulatedCall, line: int | None) -> None:
+    """`sms: sent` (a text went out), `sms: {to: "+1...", body: "tracking"}` (the last one went
+    to that number and its text contains that), or `sms: none`."""
+    texts = call.actions(A.SendSms)
+    if value == "none":
+        if texts:
+            raise _Fail(line, f"expected no text message, but one was sent to {texts[-1].to}")
+        return
+    if not texts:
+        raise _Fail(line, "expected a text message, but none was sent")
+    if isinstance(value, dict):
+        last = texts[-1]
+        if "to" in value:
+            from ivr.phone import normalize
+
+            want = normalize(str(value["to"]), call.region) or str(value["to"])
+            if last.to != want:
+                raise _Fail(line, f"expected the text to go to {want}, but it went to {last.to}")
+        if "body" in value and _norm(value["body"]) not in _norm(last.body):
+            raise _Fail(line, f"expected the text to contain '{value['body']}', but it says: \"{last.body}\"")
 
 
 def _check_callback(value: Any, call: SimulatedCall, line: int | None) -> None:

@@ -10,8 +10,9 @@ from ivr.config import Config
 from ivr.runtime.connections import redis_for
 
 # Queues a worker serves, highest priority first.
-# Callbacks first: a free agent waits for its dial; a transcript can wait a moment.
-QUEUES: list[str] = ["callbacks", "recordings"]
+# Callbacks first: a free agent waits for its dial; then texts callers are told to expect;
+# a transcript can wait a moment.
+QUEUES: list[str] = ["callbacks", "messages", "recordings"]
 
 # How often a worker without rq's scheduler tries to take it (rq's maintenance interval; rq's
 # default is 10 minutes). A worker killed with kill -9 leaves its scheduler lock behind for

@@ -87,6 +87,20 @@ class Request:
 
 
 @dataclass(frozen=True)
+class SendSms:
+    """Send a text message; the call goes on without waiting (a worker sends it, and its
+    delivery is reported to the server's /sms/status)."""
+
+    id: str  # the step that asked for it, in its call
+    node: str
+    to: str  # E.164
+    body: str
+    sender: str | None = None  # the sending number; None: IVR_SMS_FROM, else `line`
+    line: str | None = None  # the number the caller rang
+    segments: int = 1
+
+
+@dataclass(frozen=True)
 class AwaitRequest:
     """The request `id` is still running: play `prompts`, then come back with its answer."""
 
@@ -132,7 +146,7 @@ class CancelCallback:
 
 Action = (
     Say | Play | Silence | Gather | Enqueue | LeaveQueue | Dial | Record | Hangup | OfferCallback
-    | RequestCallback | CancelCallback | Request | AwaitRequest
+    | RequestCallback | CancelCallback | Request | AwaitRequest | SendSms
 )
 
 # Actions after which the call waits for Twilio (or an API) to come back with an event.

@@ -53,6 +53,8 @@ class Context:
     # (number, calling_hours, expire_after s) -> seconds until that caller may first be called
     # back in their own time zone (0: now), or None when there is no such time before expiry
     calling_opens: Callable[[str, Any, int], float | None] | None = None
+    # E.164 number -> whether it asked for no more text messages (the opt-out list)
+    sms_opted_out: Callable[[str], bool] | None = None
     # Let a bug out of `run` instead of failing safe (IVR_PROPAGATE_EXCEPTIONS; the tests run
     # with it, as Flask's PROPAGATE_EXCEPTIONS). A flow's own failure (an IvrError: a
     # runaway loop, a flow not loaded) still fails safe: that is what the fail-safe is for.

@@ -37,7 +37,8 @@ class SimulatedCall:
                  estimate: Callable | None = None, pending_callback: Callable | None = None,
                  propagate: bool = False,
                  requester: Callable[[A.Request], E.RequestDone] | None = None,
-                 caller_lookup: Callable[[str], dict | None] | None = None):
+                 caller_lookup: Callable[[str], dict | None] | None = None,
+                 sms_opted_out: Callable[[str], bool] | None = None):
         self.flow = flow
         self.flows = dict(flows or {flow.id: flow})
         self.flows.setdefault(flow.id, flow)
@@ -56,6 +57,7 @@ class SimulatedCall:
         self.requests: list[tuple[A.Request, E.RequestDone]] = []  # what the flow asked, and the answer
         # a flow's HTTP caller directory: E.164 number -> caller context or None
         self.caller_lookup = caller_lookup
+        self.sms_opted_out = sms_opted_out  # the opt-out list: number -> whether it is on it
         self.call_sid = call_sid or f"SIM{next(_ids):08d}"
         self.caller = caller if caller is not None else self._lookup()
         self.state: dict | None = None
@@ -86,7 +88,7 @@ class SimulatedCall:
 
         return Context(now=self.now or clock(), flows=self.flows, lookup=lookup, match=self.match,
                        estimate=self.estimate, pending_callback=self.pending_callback,
-                       region=self.region, propagate=self.propagate)
+                       region=self.region, propagate=self.propagate, sms_opted_out=self.sms_opted_out)
 
     def send(self, event: E.Event) -> Result:
         if isinstance(event, E.Digits):
@@ -218,6 +220,12 @@ def describe_request(req: A.Request, done: E.RequestDone) -> str:
     return f"[request '{req.node}': {req.method} {mask_secrets(req.url)} -> {outcome}{took}]"
 
 
+def describe_texts(result: Result) -> list[str]:
+    """A line per text message the step would send (a simulated call sends none)."""
+    return [f"[text to {a.to}: \"{a.body}\" ({a.segments} segment{'s' if a.segments != 1 else ''}; "
+            "not sent: this is a simulation)]" for a in result.actions if isinstance(a, A.SendSms)]
+
+
 def describe_wait(call: SimulatedCall) -> str:
     action = call.last_action()
     if isinstance(action, A.Gather):
@@ -253,6 +261,8 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
         asked = len(call.requests)
         if result.said:
             print(f"IVR: {result.said}", file=out)
+        for line in describe_texts(result):
+            print(line, file=out)
         note = describe_wait(call)
         if note:
             print(note, file=out)

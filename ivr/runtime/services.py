@@ -263,6 +263,11 @@ class Services:
                 found = directory.find(field_name, value)
             return found.as_context() if found else None
 
-        return Context(now=clock(), flows=registry.flows, lookup=lookup,
+        def sms_opted_out(number: str) -> bool:
+            from .sms import opted_out
+
+            return opted_out(self.redis, number)
+
+        return Context(now=clock(), flows=registry.flows, lookup=lookup, sms_opted_out=sms_opted_out,
                        match=self.matchers.match, fallback_number=self.config.fallback_number,
                        propagate=self.config.propagate_exceptions, **hooks)

@@ -66,6 +66,9 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
     from .voice import bp as voice
 
     app.register_blueprint(voice)  # Twilio's webhooks under /voice
+    from .messages import bp as messages
+
+    app.register_blueprint(messages)  # texts' delivery reports and STOP, under /sms
     from callbacks.api import bp as callbacks_api
 
     app.register_blueprint(callbacks_api)

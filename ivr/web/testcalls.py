@@ -301,6 +301,10 @@ class TestCalls:
         if result.said:
             call["transcript"].append({"who": "ivr", "text": result.said})
         for action in result.actions:
+            if isinstance(action, A.SendSms):
+                call["transcript"].append({"who": "note", "text": f"a text would be sent to {action.to}: "
+                                                                  f"\"{action.body}\" (not sent: this is "
+                                                                  "a test call)"})
             if isinstance(action, A.RequestCallback):
                 call["transcript"].append({"who": "note", "text": f"a callback to {action.number} would be "
                                                                   f"booked for queue '{action.queue}' "

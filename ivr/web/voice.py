@@ -241,7 +241,20 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
         else:
             body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
             _save(svc, sid, result.state, records, line)
+        _send_texts(svc, sid, result, flow)
         return _twiml(body)
+
+
+def _send_texts(svc: Services, sid: str, result: Result, flow) -> None:
+    """Hand the step's text messages to a worker, once the step is stored (a step that did
+    not happen sends nothing); the call does not wait for them."""
+    from ivr.runtime import sms
+
+    for text in (a for a in result.actions if isinstance(a, A.SendSms)):
+        try:
+            sms.enqueue(svc.redis, sid, result.state.get("flow") or flow.id, text, svc.config)
+        except Exception:  # noqa: BLE001 - the caller goes on; the step log shows it was asked for
+            log.exception("call %s: could not queue the text of step %s for a worker", sid, text.id)
 
 
 def _quick_answers(svc: Services, sid: str, flow, result: Result, ctx) -> Result:

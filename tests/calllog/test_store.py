@@ -112,7 +112,7 @@ def test_migrate_twice_is_a_noop(store, store_url):
     again.migrate()
     assert again.call("CA1")["steps_count"] == 1
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert sorted(sa.inspect(conn).get_table_names()) == [
             "alembic_version",
             "call_metrics",
@@ -120,6 +120,7 @@ def test_migrate_twice_is_a_noop(store, store_url):
             "callbacks",
             "calls",
             "menu_metrics",
+            "messages",
             "recordings",
             "steps",
             "users",

@@ -121,4 +121,4 @@ def test_a_kind_in_no_table_is_not_a_kind():
     with pytest.raises(FlowError) as info:
         load_flow_text(FLOW, "rate.yaml")
     assert "node 'rate' does not say what it does: give it one of say, ask, branch, lookup, request, set, " \
-           "queue, transfer, record, hangup, goto_flow" in str(info.value)
+           "sms, queue, transfer, record, hangup, goto_flow" in str(info.value)

@@ -76,8 +76,8 @@ def test_example_flow_loads_into_typed_objects():
 def test_every_node_kind_loads():
     flow = load_flow(FIXTURES / "flows" / "good" / "all_kinds.yaml")
     kinds = {n.kind for n in flow.nodes.values()}
-    assert kinds == {"say", "ask", "branch", "lookup", "request", "set", "queue", "transfer", "record",
-                     "hangup", "goto_flow"}
+    assert kinds == {"say", "ask", "branch", "lookup", "request", "set", "sms", "queue", "transfer",
+                     "record", "hangup", "goto_flow"}
     assert isinstance(flow.nodes["person"], TransferNode) and flow.nodes["person"].timeout == 20
 
 

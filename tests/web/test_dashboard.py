@@ -312,3 +312,20 @@ def test_a_test_call_uses_the_answers_the_flows_tests_declare_or_the_real_api(ma
         assert [r.path for r in api.requests] == ["/v1/customers/C-1002/orders/latest"]
     finally:
         api.stop()
+
+
+def test_a_calls_timeline_shows_its_requests_and_text_messages(dash, client):
+    from ivr.runtime.sms import record
+
+    store = dash.extensions["ivr"].store
+    store.record(scenario())
+    store.record([
+        {"type": "step", "call_sid": "CA_A", "seq": 90, "at": "2026-11-24T15:05:00+00:00", "flow": "support",
+         "node": "order_status", "kind": "request", "event": "request", "action": "request:error",
+         "detail": {"status": 503, "ms": 212, "bytes": 20, "result": "status"}},
+        record("CA_A", 91, "queued", flow="support", node="text_order", to="+14155550100", segments=1,
+               sid="SM1"),
+        record("CA_A", 91, "undelivered", sid="SM1", error_code=30003)])
+    page = text(client.get("/dashboard/calls/CA_A"))
+    assert "request:error status HTTP 503, 212 ms" in page
+    assert "Text messages" in page and "undelivered (Twilio error 30003)" in page

@@ -26,6 +26,7 @@ from .record import KIND as RECORD
 from .request import KIND as REQUEST
 from .say import KIND as SAY
 from .set import KIND as SET
+from .sms import KIND as SMS
 from .transfer import KIND as TRANSFER
 
 KINDS: dict[str, NodeKind] = {
@@ -35,6 +36,7 @@ KINDS: dict[str, NodeKind] = {
     "lookup": LOOKUP,
     "request": REQUEST,
     "set": SET,
+    "sms": SMS,
     "queue": QUEUE,
     "transfer": TRANSFER,
     "record": RECORD,

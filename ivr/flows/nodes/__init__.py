@@ -33,6 +33,7 @@ from .record import KIND as RECORD
 from .request import KIND as REQUEST
 from .say import KIND as SAY
 from .set import KIND as SET
+from .sms import KIND as SMS
 from .transfer import KIND as TRANSFER
 
 # In the order operators read them in messages ("give it one of say, ask, ...").
@@ -43,6 +44,7 @@ KINDS: dict[str, NodeKind] = {kind.name: kind for kind in (
     LOOKUP,
     REQUEST,
     SET,
+    SMS,
     QUEUE,
     TRANSFER,
     RECORD,
