@@ -60,16 +60,21 @@ def support_flow():
 
 
 def drive(sid: str, from_number: str | None, script: list[tuple[float, E.Event]], start: datetime = T0,
-          *, is_test: bool = False, estimate_s: float | None = None, status: str = "completed") -> list[dict]:
+          *, is_test: bool = False, estimate_s: float | None = None, status: str = "completed",
+          answers: dict | None = None) -> list[dict]:
     """Run one call of the support flow through the real engine and return its log records, shaped
-    as the webhooks write them: `script` is (seconds after the previous event, event)."""
+    as the webhooks write them: `script` is (seconds after the previous event, event); `answers`
+    what request nodes' APIs answer (ivr.engine.answers.Answer by node id; none: they fail)."""
+    from ivr.engine.answers import answering
+
     flow, match = support_flow()
 
     def estimate(queue: str, position: int | None = None):
         return None if estimate_s is None else Estimate(position=3, wait_s=estimate_s, agents_available=2)
 
     call = SimulatedCall(flow, from_number or "Anonymous", now=start, directory=directory_for(flow),
-                         match=match, call_sid=sid, estimate=estimate, propagate=True)
+                         match=match, call_sid=sid, estimate=estimate, propagate=True,
+                         requester=answering(answers) if answers is not None else None)
     call.start()
     t = start
     for delay, event in script:

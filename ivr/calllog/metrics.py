@@ -1,7 +1,8 @@
 """One call's measures, computed from its steps when the call ends.
 
-The recorder writes a summary row per call (`call_metrics`) and one per menu the call went
-through (`menu_metrics`) in the same transaction as the call's end, so reports aggregate
+The recorder writes a summary row per call (`call_metrics`), one per menu the call went
+through (`menu_metrics`) and one per self-service node (`service_metrics`) in the same
+transaction as the call's end, so reports aggregate
 small summary tables instead of scanning every step. Pure functions: no database here.
 
 Every definition below is also written out for supervisors in docs/supervisor-guide.md.
@@ -111,6 +112,7 @@ def summarise(call: dict, steps: list[dict]) -> tuple[dict, list[dict]]:
         "intent": None,
         "intent_recognised": False,
         "errors": 0,
+        "self_service": False,  # a request node answered the caller (see services())
         "repeat_24h": False,
         "repeat_7d": False,
         "steps_count": len(steps),
@@ -154,6 +156,7 @@ def summarise(call: dict, steps: list[dict]) -> tuple[dict, list[dict]]:
             row["intent"] = None  # "no, that's not it"
 
     _queue_and_transfer(row, steps)
+    row["self_service"] = any(s["answered"] for s in services(row, steps))
     return row, _menus(row, steps)
 
 
@@ -195,6 +198,34 @@ def _queue_and_transfer(row: dict, steps: list[dict]) -> None:
         waits.append(visit["longest"])
     if waits:
         row["queue_wait_s"] = round(sum(waits), 1)
+
+
+def services(row: dict, steps: list[dict]) -> list[dict]:
+    """One row per self-service node (`request`) the call went through (`service_metrics`):
+    how often it asked its API, how the API answered, and whether the call was resolved in
+    the IVR with that answer (outcome completed and at least one answer)."""
+    nodes: dict[tuple[str, str], dict] = {}
+    for s in steps:
+        if s.get("kind") != "request" or s["event"] != "request" or not s.get("node"):
+            continue
+        key = (s.get("flow") or row["flow"] or "", s["node"])
+        m = nodes.setdefault(key, {
+            "call_sid": row["call_sid"], "flow": key[0], "node": key[1], "started_at": row["started_at"],
+            "is_test": row["is_test"], "direction": row["direction"], "queue": row["queue"],
+            "requests": 0, "answered": 0, "errors": 0, "waited": 0, "ms_total": 0, "resolved": False})
+        detail = s.get("detail") or {}
+        m["requests"] += 1
+        if s.get("action") == "request:ok":
+            m["answered"] += 1
+        else:
+            m["errors"] += 1
+        if s.get("said"):  # the answer was slow: the caller heard the node's prompt
+            m["waited"] += 1
+        if isinstance(detail.get("ms"), int | float):
+            m["ms_total"] += int(detail["ms"])
+    for m in nodes.values():
+        m["resolved"] = row.get("outcome") == "completed" and m["answered"] > 0
+    return list(nodes.values())
 
 
 def _menus(row: dict, steps: list[dict]) -> list[dict]:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from ivr.engine import states
 from ivr.engine.states import CALLBACK_FINAL, CallbackStatus, Outcome
 
-from .store import Store, call_metrics, callbacks, calls, menu_metrics
+from .store import Store, call_metrics, callbacks, calls, menu_metrics, service_metrics
 
 cm = call_metrics
 
@@ -260,6 +260,7 @@ def overview(store: Store, f: Filters) -> dict:
                              .where(*where).group_by(cm.c.start_hour)).all()
         histogram = _wait_histogram(conn, where)
         menus = _menus(conn, f)
+        self_service = _self_service(conn, f)
         flows = [r[0] for r in conn.execute(sa.select(cm.c.flow).where(*f.where(queue=False))
                                             .group_by(cm.c.flow)) if r[0]]
         callback_stats = _callbacks(conn, f)
@@ -286,6 +287,7 @@ def overview(store: Store, f: Filters) -> dict:
                     "callbacks": callback_stats["by_queue"].get(q.queue, _callback_summary({}, [], []))}
                    for q in queues],
         "menus": menus,
+        "self_service": self_service,
         "callbacks": callback_stats,
         "wait_histogram": histogram,
         "flows": flows,
@@ -365,6 +367,37 @@ def _menus(conn: sa.Connection, f: Filters) -> list[dict]:
         "confirmations": _int(r.confirmations), "confirmations_rejected": _int(r.rejected),
         "escaped": _int(r.escaped), "escape_rate": _rate(_int(r.escaped), _int(r.calls)),
     } for r in rows]
+
+
+def _self_service(conn: sa.Connection, f: Filters) -> dict:
+    """Calls the IVR resolved with an answer from the company's systems: overall, and for each
+    self-service node (`request`)."""
+    totals = conn.execute(sa.select(
+        sa.func.count().label("calls"),
+        _count_if(cm.c.self_service.is_(True)).label("answered"),
+        _count_if(sa.and_(cm.c.self_service.is_(True), cm.c.outcome == Outcome.COMPLETED)).label("resolved"),
+    ).where(*f.where())).one()
+    sm = service_metrics
+    rows = conn.execute(sa.select(
+        sm.c.flow, sm.c.node, sa.func.count().label("calls"), sa.func.sum(sm.c.requests).label("requests"),
+        sa.func.sum(sm.c.answered).label("answered"), sa.func.sum(sm.c.errors).label("errors"),
+        sa.func.sum(sm.c.waited).label("waited"), sa.func.sum(sm.c.ms_total).label("ms"),
+        _count_if(sm.c.resolved.is_(True)).label("resolved"),
+    ).where(*f.where(sm)).group_by(sm.c.flow, sm.c.node).order_by(sa.func.count().desc(), sm.c.node)).all()
+    calls_n = _int(totals.calls)
+    return {
+        "calls_answered": _int(totals.answered),
+        "resolved": _int(totals.resolved),
+        "resolved_rate": _rate(_int(totals.resolved), calls_n),
+        "by_node": [{
+            "flow": r.flow, "node": r.node, "calls": _int(r.calls), "requests": _int(r.requests),
+            "answered": _int(r.answered), "errors": _int(r.errors),
+            "error_rate": _rate(_int(r.errors), _int(r.requests)),
+            "average_ms": _round(_int(r.ms) / _int(r.requests), 0) if _int(r.requests) else None,
+            "waited_rate": _rate(_int(r.waited), _int(r.requests)),
+            "resolved": _int(r.resolved), "resolved_rate": _rate(_int(r.resolved), _int(r.calls)),
+        } for r in rows],
+    }
 
 
 def _callbacks(conn: sa.Connection, f: Filters) -> dict:

@@ -25,6 +25,7 @@ from .store import (
     menu_metrics,
     messages,
     recordings,
+    service_metrics,
     steps,
 )
 
@@ -131,7 +132,7 @@ def _purge_calls(store: Store, before: datetime, root: Path | None, dry_run: boo
             out.steps += conn.execute(steps.delete().where(steps.c.call_sid.in_(sids))).rowcount
             out.recordings += conn.execute(recordings.delete()
                                            .where(recordings.c.call_sid.in_(sids))).rowcount
-            for table in (call_metrics, menu_metrics, messages):
+            for table in (call_metrics, menu_metrics, service_metrics, messages):
                 conn.execute(table.delete().where(table.c.call_sid.in_(sids)))
             out.calls += conn.execute(calls.delete().where(calls.c.call_sid.in_(sids))).rowcount
     while True:

@@ -226,6 +226,7 @@ call_metrics = sa.Table(
     sa.Column("intent", sa.String(), nullable=True),
     sa.Column("intent_recognised", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("errors", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("self_service", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("repeat_24h", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("repeat_7d", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("steps_count", sa.Integer(), nullable=False, server_default="0"),
@@ -245,6 +246,23 @@ menu_metrics = sa.Table(
     *(sa.Column(name, sa.Integer(), nullable=False, server_default="0") for name in (
         "visits", "inputs", "speech_inputs", "speech_recognised", "keypad_inputs",
         "keypad_after_speech", "no_input", "no_match", "confirmations", "confirm_rejected", "escaped")),
+)
+
+# How each self-service node (`request`) of a call went: its API's answers, and whether the
+# call was resolved in the IVR with them.
+service_metrics = sa.Table(
+    "service_metrics",
+    metadata,
+    sa.Column("call_sid", sa.String(), primary_key=True),
+    sa.Column("flow", sa.String(), primary_key=True),
+    sa.Column("node", sa.String(), primary_key=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("is_test", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("direction", sa.String(), nullable=False, server_default="inbound"),
+    sa.Column("queue", sa.String(), nullable=True),
+    *(sa.Column(name, sa.Integer(), nullable=False, server_default="0") for name in (
+        "requests", "answered", "errors", "waited", "ms_total")),
+    sa.Column("resolved", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
 # Dashboard users (supervisors), ivr/users.py.
@@ -374,6 +392,8 @@ class Store:
             metrics=upsert(call_metrics, ["call_sid"], others(call_metrics, ["call_sid"])),
             drop_menus=menu_metrics.delete().where(menu_metrics.c.call_sid.in_(sids)),
             menus=menu_metrics.insert(),
+            drop_services=service_metrics.delete().where(service_metrics.c.call_sid.in_(sids)),
+            services=service_metrics.insert(),
             latest_before=(sa.select(calls.c.from_number, sa.func.max(calls.c.started_at))
                            .where(*real, calls.c.started_at >= sa.bindparam("since"),
                                   calls.c.started_at < sa.bindparam("first"))
@@ -524,14 +544,15 @@ class Store:
 
     def _summarise(self, conn: Connection, call_sids: set[str],
                    fresh: dict[str, dict[int, dict]] | None = None) -> int:
-        """Write `call_metrics` and `menu_metrics` for those of the calls that have ended.
+        """Write `call_metrics`, `menu_metrics` and `service_metrics` for those of the calls that
+        have ended.
 
         `fresh` are the step rows just written, per call and seq. On SQLite, a call whose
         steps were all in them (the database counted the call's steps in this transaction) is
         summarised from those rows; the others' steps are read back. On PostgreSQL they are
         always read back: two recorders' transactions can overlap there, and a count taken
         while waiting for the other's row lock misses the other's steps."""
-        from .metrics import summarise
+        from .metrics import services, summarise
 
         sql = self._sql
         ended = [dict(r._mapping) for r in conn.execute(sql.ended_calls, {"sids": sorted(call_sids)})]
@@ -555,8 +576,10 @@ class Store:
         earlier = self._earlier_calls(conn, ended)
         metric_rows: list[dict] = []
         menu_rows: list[dict] = []
+        service_rows: list[dict] = []
         for call in ended:
             row, menus = summarise(call, by_call[call["call_sid"]])
+            service_rows += services(row, by_call[call["call_sid"]])
             number, at = call.get("from_number"), call["started_at"]
             if number and not call.get("is_test") and not call.get("parent_call_sid"):
                 times = [t for sid, t in earlier.get(number, ()) if sid != call["call_sid"] and t < at]
@@ -568,6 +591,9 @@ class Store:
         conn.execute(sql.drop_menus, {"sids": sids})
         if menu_rows:
             self._insert_many(conn, sql.menus, menu_rows)
+        conn.execute(sql.drop_services, {"sids": sids})
+        if service_rows:
+            self._insert_many(conn, sql.services, service_rows)
         return len(metric_rows)
 
     def _earlier_calls(self, conn: Connection, ended: list[dict]) -> dict[str, list[tuple[str, datetime]]]:

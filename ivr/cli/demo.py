@@ -15,7 +15,9 @@ the callers and the queues:
 - each queue's wait grows with the load of the hour; callers hang up when their patience runs
   out, and when the wait is long they are offered a callback, which some take;
 - callbacks are then kept, failed, expired or cancelled, and written as the callback
-  machinery would write them.
+  machinery would write them;
+- request nodes get the answers the flow's tests declare (now and then a timeout or a 500),
+  and most callers told what they called for hang up there and then.
 
 Call ids start with CADEMO and callback ids with CBDEMO, so `ivr demo-data --remove` can take
 them out again. The same seed and period give the same calls; writing them twice stores them once.
@@ -112,6 +114,24 @@ class DemoGenerator:
         outage_day = self.start + timedelta(days=self.rng.randrange(max(1, days - 3)) + 1)
         self.outage = outage_day.astimezone(self.tz).date()
         self.intent_sayings = self._sayings()
+        from ivr.engine.answers import declared_for
+
+        self.answers = declared_for(flow)[0]
+
+    def _answer(self, req: A.Request) -> E.RequestDone:
+        """What the company's API answers a request: as the flow's tests declare, with the odd
+        timeout and server error."""
+        from ivr.engine.answers import Answer
+
+        roll = self.rng.random()
+        if roll < 0.03:
+            return Answer(error="timeout").event(req)
+        if roll < 0.05:
+            return Answer(status=500, body="").event(req)
+        found = self.answers.get(req.node)
+        if found is None:
+            return E.RequestDone(req.id, error="not_declared")
+        return Answer(found.status, found.body, found.error, self.rng.uniform(0.05, 0.9)).event(req)
 
     def _sayings(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -186,7 +206,7 @@ class DemoGenerator:
 
         sim = SimulatedCall(self.flow, person.number or "Anonymous", flows=self.flows, now=at,
                             directory=self.directory, match=self.match, call_sid=sid, region=self.region,
-                            estimate=estimate)
+                            estimate=estimate, requester=self._answer)
         sim.start()
         t = at
         caller_wait = 0.0
@@ -257,6 +277,9 @@ class DemoGenerator:
         if sim.waiting_for is Wait.CONFIRM:
             t += timedelta(seconds=heard + rng.uniform(0.5, 2))
             return (E.Speech("yes", 0.9) if rng.random() < 0.85 else E.Speech("no", 0.88)), t
+        if sim.state.get("served") and rng.random() < 0.6:  # told what they called for: done
+            t += timedelta(seconds=heard * rng.uniform(0.5, 1.0))
+            return E.HangUp("completed", None), t
         if person.style == "quitter" or (tries > 2 and rng.random() < 0.3):
             t += timedelta(seconds=heard * rng.uniform(0.3, 1.0))
             return E.HangUp("completed", None), t

@@ -113,6 +113,8 @@ def _print_report(data: dict, f: Any) -> None:
         ("Callbacks requested / kept rate", f"{cb['requested']} / {_pct(cb['kept_rate'])}"),
         ("Callback wait for the agent (median)", _s(cb["wait_s"]["median"])),
         ("Known callers", _pct(data["known_caller_rate"])),
+        ("Resolved by self-service", f"{data['self_service']['resolved']} / "
+                                     f"{_pct(data['self_service']['resolved_rate'])}"),
         ("Speech understood (callers who spoke)", _pct(data["intent_recognised_rate"])),
         ("Repeat callers within 24 h / 7 days",
          f"{_pct(data['repeat_24h_rate'])} / {_pct(data['repeat_7d_rate'])}"),
@@ -152,6 +154,15 @@ def _print_report(data: dict, f: Any) -> None:
                       _pct(m["recognition_rate"]),
                       _pct(m["keypad_fallback_rate"]), str(m["no_input"]), str(m["no_match"]))
     console.print(menus)
+
+    services = Table(title="Self-service")
+    for col in ("flow", "node", "calls", "answered", "errors", "avg answer", "resolved", "share resolved"):
+        services.add_column(col, justify="left" if col in ("flow", "node") else "right")
+    for s in data["self_service"]["by_node"]:
+        services.add_row(s["flow"], s["node"], str(s["calls"]), str(s["answered"]), str(s["errors"]),
+                         "–" if s["average_ms"] is None else f"{s['average_ms']:.0f} ms", str(s["resolved"]),
+                         _pct(s["resolved_rate"]))
+    console.print(services)
 
     hours = data["calls_by_hour"]
     peak = max(hours) or 1

@@ -26,6 +26,7 @@ from typing import Any
 from ivr.errors import FlowRuntimeError, IvrError
 from ivr.flows import templates
 from ivr.flows.model import Flow, Node, Pause, PlayAudio, Prompt, SayText
+from ivr.flows.nodes import KINDS as FLOW_KINDS
 from ivr.i18n import Language, language
 from ivr.i18n.catalogue import Message
 
@@ -35,7 +36,7 @@ from . import events as E
 from .context import Context, Estimate, Match
 from .kind import STOP, Listener
 from .nodes import KINDS
-from .states import ABANDONING, Outcome, Wait, upgrade
+from .states import ABANDONING, Outcome, Wait, is_listening, upgrade
 
 __all__ = ["Context", "Estimate", "FlowRuntimeError", "Match", "Result", "Run", "clock", "new_state",
            "run"]
@@ -289,7 +290,11 @@ class Run:
         elif wait is Wait.PENDING_CALLBACK:
             callback_dialogue.pending_hung_up(self)
         outcome = s.get("outcome")
-        if s.get("wait") in ABANDONING or outcome is None:
+        if outcome is None and s.get("served") and is_listening(s.get("wait")):
+            # The IVR answered their question (a request), and they hung up instead of asking
+            # for more: resolved, not abandoned.
+            outcome = Outcome.COMPLETED
+        elif s.get("wait") in ABANDONING or outcome is None:
             outcome = Outcome.ABANDONED
         s["line"] = None
         self.step(node, "hangup", detail={"status": event.status, "duration": event.duration})
@@ -311,6 +316,8 @@ class Run:
             self.state["node"] = node_id
             node = self.flow.nodes[node_id]
             self.state["tries"] = {}
+            if FLOW_KINDS[node.kind].destination is not None:
+                self.state.pop("served", None)  # on to a person or a message: not served by the IVR
             node_id = KINDS[node.kind].enter(self, node)
             if node_id is STOP:
                 return

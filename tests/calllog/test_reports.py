@@ -447,3 +447,30 @@ def test_answers_to_free_text_questions_are_not_counted_as_not_understood():
              for i, s in enumerate(call.steps)]
     row, _ = summarise({"call_sid": "CAX", "started_at": T0, "flow": "ft", "outcome": "abandoned"}, steps)
     assert row["spoke"] is False and row["intent_recognised"] is False
+
+
+def test_calls_resolved_by_self_service_by_flow_and_node(any_store):
+    """A caller told where their order is who hangs up is resolved in the IVR; one who then
+    asks for a person, or whose order system is down, is not."""
+    from ivr.engine.answers import Answer
+
+    shipped = {"order_status": Answer(body=json.dumps({"status": "shipped", "eta": "Thursday"}))}
+    ada, grace = "+14155550100", "+14155550101"
+    r = drive("CA_S1", ada, [(7, E.Digits("2")), (12, E.HangUp("completed", 25))], answers=shipped)
+    r += drive("CA_S2", ada, [(7, E.Digits("2")), (10, E.Digits("1")), (60, E.QueueLeft("bridged", 20))],
+               T0 + timedelta(hours=1), answers=shipped)
+    r += drive("CA_S3", grace, [(7, E.Digits("2")), (60, E.QueueLeft("bridged", 30))],
+               T0 + timedelta(hours=2), answers={"order_status": Answer(status=500, body="")})
+    r += drive("CA_S4", "+12025550199", [(7, E.Digits("2")), (60, E.QueueLeft("bridged", 5))],
+               T0 + timedelta(hours=3))
+    any_store.record(r)
+    s1 = metrics(any_store, "CA_S1")
+    assert s1["outcome"] == "completed" and s1["self_service"]
+    assert metrics(any_store, "CA_S2")["self_service"] and not metrics(any_store, "CA_S3")["self_service"]
+    report = reports.overview(any_store, period())
+    ss = report["self_service"]
+    assert (ss["calls_answered"], ss["resolved"], ss["resolved_rate"]) == (2, 1, 0.25)
+    assert ss["by_node"] == [{
+        "flow": "support", "node": "order_status", "calls": 3, "requests": 3, "answered": 2, "errors": 1,
+        "error_rate": 0.3333, "average_ms": 50, "waited_rate": 0.0, "resolved": 1, "resolved_rate": 0.3333}]
+    assert reports.overview(any_store, period(flow="other"))["self_service"]["by_node"] == []

@@ -112,7 +112,7 @@ def test_migrate_twice_is_a_noop(store, store_url):
     again.migrate()
     assert again.call("CA1")["steps_count"] == 1
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert sorted(sa.inspect(conn).get_table_names()) == [
             "alembic_version",
             "call_metrics",
@@ -122,6 +122,7 @@ def test_migrate_twice_is_a_noop(store, store_url):
             "menu_metrics",
             "messages",
             "recordings",
+            "service_metrics",
             "steps",
             "users",
         ]

@@ -189,3 +189,34 @@ def test_a_french_flow_hears_the_prompts_in_french():
     assert [p.text for p in req.prompts] == ["Un instant, je vérifie."]
     waiting = run(fr, r.state, E.RequestWaiting(req.id), ctx())
     assert waiting.said == "Je cherche toujours, merci de patienter."
+
+
+def test_hanging_up_once_the_ivr_has_answered_is_resolved_not_abandoned():
+    flow = load_flow_text("""
+nodes:
+  look:
+    request: {url: "https://api.example.com/v1/orders/1", save_as: order}
+    next: tell
+    on_error: agent
+  tell:
+    ask:
+      prompt: "Your order is {{ vars.order.status }}. For a person, press 1."
+      choices: [{key: 1, label: a person, goto: agent}]
+      no_input: {goto: bye}
+  agent:
+    queue: orders
+    next: bye
+  bye:
+    hangup: Goodbye.
+""", "done.yaml")
+    r = run(flow, None, E.CallStarted("CA1", "+14155550100", "+15005550006"), ctx())
+    told = run(flow, r.state, E.RequestDone(r.actions[-1].id, 200, '{"status": "shipped"}'), ctx())
+    assert told.state["served"] == "look"
+    assert run(flow, told.state, E.HangUp("completed", 20), ctx()).state["outcome"] is Outcome.COMPLETED
+    # asked for a person, and hung up while waiting: abandoned, whatever the IVR said before
+    queued = run(flow, told.state, E.Digits("1"), ctx())
+    assert "served" not in queued.state
+    assert run(flow, queued.state, E.HangUp("completed", 90), ctx()).state["outcome"] is Outcome.ABANDONED
+    # the API failed: the caller is sent to a person, and hangs up while waiting
+    failed = run(flow, r.state, E.RequestDone(r.actions[-1].id, 500, ""), ctx())
+    assert run(flow, failed.state, E.HangUp("completed", 9), ctx()).state["outcome"] is Outcome.ABANDONED

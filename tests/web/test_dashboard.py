@@ -329,3 +329,22 @@ def test_a_calls_timeline_shows_its_requests_and_text_messages(dash, client):
     page = text(client.get("/dashboard/calls/CA_A"))
     assert "request:error status HTTP 503, 212 ms" in page
     assert "Text messages" in page and "undelivered (Twilio error 30003)" in page
+
+
+def test_the_overview_shows_the_calls_resolved_by_self_service(dash, client):
+    import json
+
+    from ivr.engine import events as E
+    from ivr.engine.answers import Answer
+    from tests.reportutil import T0, drive
+
+    shipped = {"order_status": Answer(body=json.dumps({"status": "shipped"}))}
+    store = dash.extensions["ivr"].store
+    store.record(drive("CA_S1", "+14155550100", [(7, E.Digits("2")), (12, E.HangUp("completed", 25))],
+                       answers=shipped)
+                 + drive("CA_S2", "+12025550199", [(7, E.Digits("2")), (60, E.QueueLeft("bridged", 5))],
+                         T0.replace(hour=16)))
+    page = text(client.get(f"/dashboard/?{PERIOD}"))
+    assert "50.0% resolved by self-service (1 calls)" in page
+    assert "support order_status 1 1 0 0.0% 50 ms 0.0% 1 100.0%" in page
+    assert "1 of 2 calls (50.0%) were resolved in the IVR by self-service" in page

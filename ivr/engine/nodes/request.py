@@ -101,6 +101,8 @@ def on_done(run, node: RequestNode, event: E.RequestDone) -> None:
                      "ms": event.ms}
     if error is None and node.save_as:
         s["vars"][node.save_as] = data
+    if error is None:
+        s["served"] = node.id  # the caller has an answer; a hang-up from here is not abandoning
     detail: dict[str, Any] = {"status": event.status, "ms": event.ms, "bytes": event.size,
                               "result": error or "ok"}
     if "response" in node.log and event.body is not None:
