@@ -505,28 +505,28 @@ def _sms_number(number: str) -> str:
     return found
 
 
+def _opt(number: str, out: bool) -> None:
+    from ivr.runtime import sms as texts
+    from ivr.runtime.connections import redis_for
+
+    e164 = _sms_number(number)
+    changed = (texts.opt_out if out else texts.opt_in)(redis_for(_config()), e164)
+    said = ("is now", "was already") if out else ("is no longer", "was not")
+    click.echo(f"{e164} {said[0] if changed else said[1]} on the opt-out list")
+
+
 @sms.command("opt-out")
 @click.argument("number")
 def sms_opt_out(number: str) -> None:
     """Send NUMBER no more texts (as if its owner had texted STOP)."""
-    from ivr.runtime.connections import redis_for
-    from ivr.runtime.sms import opt_out
-
-    e164 = _sms_number(number)
-    added = opt_out(redis_for(_config()), e164)
-    click.echo(f"{e164} {'is now' if added else 'was already'} on the opt-out list")
+    _opt(number, out=True)
 
 
 @sms.command("opt-in")
 @click.argument("number")
 def sms_opt_in(number: str) -> None:
     """Take NUMBER off the opt-out list (its owner asked for texts again)."""
-    from ivr.runtime.connections import redis_for
-    from ivr.runtime.sms import opt_in
-
-    e164 = _sms_number(number)
-    removed = opt_in(redis_for(_config()), e164)
-    click.echo(f"{e164} {'is no longer' if removed else 'was not'} on the opt-out list")
+    _opt(number, out=False)
 
 
 @sms.command("opted-out")

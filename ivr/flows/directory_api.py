@@ -8,7 +8,8 @@
       record: data    # where the caller is in the answer; default: the whole answer
 
 The answer is a JSON object whose keys become `caller.<key>` (first_name, last_name,
-customer_id, any other), or a list of such objects (the first is the caller; an empty list
+customer_id, any other: text, numbers and true/false of up to 200 characters, the first 40),
+or a list of such objects (the first is the caller; an empty list
 is nobody), at `record`. A 404 or an empty answer is an unknown caller. Whatever else goes
 wrong (a timeout, a refused connection, a 5xx, an answer that is not JSON) is an unknown
 caller too, logged: the call goes on, as with a CSV file that cannot be read.
@@ -32,6 +33,8 @@ DEFAULT_TIMEOUT_S = 2.0
 MAX_TIMEOUT_S = 5.0  # the lookup runs in the call's first webhook: the caller hears it ring
 # (the schema, with these limits, is flow.base.json's `directory`)
 DEFAULT_CACHE_S = 300
+MAX_FIELDS = 40  # of the caller's record kept on the call
+MAX_VALUE_CHARS = 200
 
 class AnswerError(IvrError):
     """The directory's answer cannot be read as a caller."""
@@ -91,8 +94,10 @@ def caller_from_answer(api: DirectoryApi, phone: str, status: int | None, body: 
     if not isinstance(data, dict):
         raise AnswerError(f"the directory's answer{' at ' + api.record if api.record else ''} is not "
                           "an object of the caller's fields")
-    fields = {column_key(str(k)): _text(v) for k, v in data.items()
-              if v is None or isinstance(v, str | int | float | bool)}
+    # What the call keeps of the caller lives in its state in Redis: short values, and not
+    # too many of them (a CRM record can be large; the flow reads a few fields).
+    fields = {column_key(str(k)): _text(v) for k, v in list(data.items())[:MAX_FIELDS]
+              if (v is None or isinstance(v, str | int | float | bool)) and len(_text(v)) <= MAX_VALUE_CHARS}
     caller = Caller(phone=phone, first_name=fields.get("first_name", ""),
                     last_name=fields.get("last_name", ""), customer_id=fields.get("customer_id", ""),
                     fields=fields)

@@ -167,3 +167,24 @@ def test_a_lookup_by_another_column_in_an_http_directory_is_a_warning():
     flow = load_flow_text(crm(by="customer_id"), "crm.yaml")
     [problem] = [p for p in flow.problems if p.code == "lookup-by"]
     assert problem.line == 8 and "finds callers by their number only" in problem.message
+
+
+def test_a_crm_answer_keeps_the_callers_short_fields():
+    from ivr.flows.directory_api import DirectoryApi, caller_from_answer
+
+    api = DirectoryApi("https://crm.example.com/x", record="results.0")
+    body = json.dumps({"results": [{"First Name": "Ada", "customer_id": 1001, "notes": "x" * 300,
+                                    "address": {"zip": "94107"}, "vip": False}]})
+    caller = caller_from_answer(api, "+14155550100", 200, body)
+    assert caller["first_name"] == "Ada" and caller["customer_id"] == "1001" and caller["vip"] == "false"
+    assert "notes" not in caller and "address" not in caller and caller["known"] is True
+    assert caller_from_answer(api, "+14155550100", 200, '{"results": []}') is None
+    assert caller_from_answer(api, "+14155550100", 404, "") is None
+
+
+def test_request_nodes_are_drawn_with_their_path():
+    from ivr.flows import diagram
+
+    flow = load_flow_text(FLOW.format(url="{{ secrets.ORDER_API }}/v1/orders/{{ caller.customer_id }}?x=1"),
+                          "orders.yaml")
+    assert 'look[/"look<br/>request: GET /v1/orders/…"\\]' in diagram.mermaid(flow)

@@ -22,7 +22,7 @@ from .. import events as E
 from ..kind import STOP, NodeKind
 from ..states import Wait
 
-MAX_SAVED_BYTES = 4096  # a JSON answer kept in vars lives in the call's state in Redis
+MAX_SAVED_BYTES = 2048  # a JSON answer kept in vars lives in the call's state in Redis (<= 4 KB)
 LOGGED_BODY_CHARS = 2000  # `log: [response]` keeps this much of the answer
 
 

@@ -4,6 +4,7 @@ slow, down, refuses or answers something that is not JSON."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,8 +124,13 @@ def speaks(flow: Flow, node: RequestNode):
 
 
 def label(flow: Flow, node: RequestNode) -> str:
-    host = urlsplit(node.url).netloc if node.url.startswith("http") else "..."
-    return f"{node.method} {host.split('{')[0] or '...'}"
+    """"GET api.example.com/v1/customers/…/orders/latest": the host when it is written in the
+    flow, the path with each value from the call as an ellipsis, no query."""
+    url = re.sub(r"^\s*\{\{\s*secrets\.\w+\s*\}\}", "", node.url)  # a base URL from a secret
+    parts = urlsplit(url) if url.startswith(("http://", "https://")) else urlsplit("//x" + url)
+    where = (parts.netloc if url.startswith("http") else "") + parts.path
+    shown = re.sub(r"\{\{.*?\}\}", "…", where) or "/"
+    return f"{node.method} {shown}"
 
 
 SCHEMA = {
