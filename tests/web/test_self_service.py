@@ -227,3 +227,51 @@ def test_the_caller_directory_can_be_the_crms_http_api(make_app, flows_dir, api,
     store = flush(app)
     assert store.call("CA20")["caller_known"] is True and store.call("CA20")["customer_id"] == "C-1001"
     assert store.call("CA22")["caller_known"] is False
+
+
+def test_under_ivr_serve_a_slow_answer_reaches_whichever_worker_twilio_asks(start_server, redis_url,
+                                                                             tmp_path, api):
+    """gunicorn with two workers: the request runs on a thread of the worker that took the
+    first webhook, and /voice/request, on either worker, gets its answer through Redis."""
+    import requests
+
+    from tests.conftest import sign
+
+    flows = tmp_path / "served-flows"
+    flows.mkdir()
+    (flows / "orders.yaml").write_text("""
+id: orders
+default: true
+nodes:
+  look:
+    request:
+      url: "{{ secrets.NORTHWIND_API_URL }}/v1/customers/C-1001/orders/latest"
+      headers: {Authorization: "Bearer {{ secrets.NORTHWIND_API_TOKEN }}"}
+      save_as: order
+      timeout: 8
+    next: tell
+    on_error: sorry
+  tell:
+    hangup: "Your order is {{ vars.order.status }}."
+  sorry:
+    hangup: "Sorry."
+""")
+    base = start_server({"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+                         "IVR_FLOWS_DIR": str(flows), "IVR_REQUEST_HOSTS": api.host,
+                         "IVR_REQUEST_QUICK_MS": "0", "NORTHWIND_API_URL": api.url,
+                         "NORTHWIND_API_TOKEN": TOKEN}, workers=2)
+
+    def post(path: str, **params):
+        params = {"CallSid": "CASERVE", **{k: str(v) for k, v in params.items()}}
+        r = requests.post(base + path, data=params, timeout=10,
+                          headers={"X-Twilio-Signature": sign(base + path, params)})
+        assert r.status_code == 200, r.text
+        return r.text
+
+    api.hold = threading.Event()
+    first = post("/voice", From="+14155550100", To="+15005550006")
+    assert "One moment while I look that up." in first and "/voice/request?s=1" in first
+    assert api.held.acquire(timeout=10)
+    api.hold.set()
+    assert "Your order is shipped." in post("/voice/request?s=1")
+    assert api.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
