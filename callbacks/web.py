@@ -11,6 +11,7 @@ Everything here is a few Redis commands; SQL is never touched on the webhook pat
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from ivr.engine import events as E
 from ivr.engine.states import callback_is_live
 from ivr.flows.loader import load_flow_text
 from ivr.flows.model import Flow
-from ivr.phone import spoken
+from ivr.i18n import Language, language
+from ivr.i18n import sentences as S
 
 from . import estimate, keys, line, window
 from .dispatch import attempt_over, ensure_sweep, request_dispatch, settle
@@ -35,30 +37,49 @@ log = logging.getLogger("callbacks.web")
 MACHINE = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
 
-# Used when a queue's callback flow is not loaded: the caller still reaches the agent.
+# Used when a queue's callback flow is not loaded: the caller still reaches the agent, in
+# the language of the flow they booked it from. Its id names that language.
 BUILTIN_ID = "callback_builtin"
 BUILTIN_FLOW = """
-id: callback_builtin
+id: {id}
+language: {language}
 start: greet
 nodes:
   greet:
-    say: >-
-      Hello{{ ' ' ~ caller.first_name if caller.first_name else '' }}. This is the callback you
-      asked for. Please hold while we connect you.
+    say: {greeting}
     next: connect
   connect:
     transfer:
-      to: "{{ callback.agent_contact }}"
+      to: "{{{{ callback.agent_contact }}}}"
       timeout: 30
     next: sorry
   sorry:
-    hangup: "Sorry, nobody could take the call just now. We'll call you back again shortly."
+    hangup: {sorry}
 """
 
 
-@lru_cache(maxsize=1)
-def builtin_flow() -> Flow:
-    return load_flow_text(BUILTIN_FLOW, "<built-in callback flow>", BUILTIN_ID)
+def builtin_id(tag: str) -> str:
+    return BUILTIN_ID if tag == "en-US" else f"{BUILTIN_ID}_{tag}"
+
+
+def builtin_for(flow_id: str) -> Flow | None:
+    """The built-in callback flow an id names (`callback_builtin_fr-FR`), or None."""
+    if flow_id == BUILTIN_ID:
+        return builtin_flow()
+    if flow_id.startswith(BUILTIN_ID + "_"):
+        return builtin_flow(flow_id[len(BUILTIN_ID) + 1:])
+    return None
+
+
+@lru_cache(maxsize=16)
+def builtin_flow(tag: str = "en-US") -> Flow:
+    lang = language(tag)
+    with_name = lang.text(S.CALLBACK_HELLO_NAME).replace("{name}", "{{ caller.first_name }}")
+    anonymous = lang.text(S.CALLBACK_HELLO)
+    greeting = f"{{% if caller.first_name %}}{with_name}{{% else %}}{anonymous}{{% endif %}}"
+    text = BUILTIN_FLOW.format(id=builtin_id(tag), language=json.dumps(tag), greeting=json.dumps(greeting),
+                               sorry=json.dumps(lang.say(S.CALLBACK_MISSED)))
+    return load_flow_text(text, "<built-in callback flow>", builtin_id(tag))
 
 
 def arrival_reads(number: str | None) -> list[list[str]]:
@@ -224,18 +245,19 @@ def answer_leg(rt: Runtime, callback_id: str, attempt: int, form: Any) -> tuple[
     return ("run" if human else "machine"), rt.callbacks.get(callback_id)
 
 
-def leg_context(rt: Runtime, record: dict) -> dict:
-    """`callback.*` in the callback flow: what the caller is told and the agent needs."""
+def leg_context(rt: Runtime, record: dict, lang: Language | None = None, region: str | None = None) -> dict:
+    """`callback.*` in the callback flow: what the caller is told and the agent needs, in the
+    language of the flow that runs the call (`lang`; its country `region`)."""
+    lang = lang or language(None)
+    region = region or rt.config.default_region
     agent = rt.roster.agents().get(record.get("agent") or "")
     contact = agent.contact if agent else (rt.config.fallback_number or "")
-    minutes = max(0, round((time.time() - (record.get("requested_at") or time.time())) / 60))
-    requested = ("a moment ago" if minutes < 1 else "a minute ago" if minutes == 1
-                 else f"{minutes} minutes ago")
+    requested = lang.ago(time.time() - (record.get("requested_at") or time.time()))
     return {"id": record["id"], "attempt": record.get("dial_attempt"), "queue": record["queue"],
             "agent": record.get("agent") or "", "agent_contact": contact,
             "reason": record.get("reason_text") or "", "reason_url": record.get("reason_url") or "",
             "intent": record.get("intent"), "vars": record.get("vars") or {}, "requested": requested,
-            "number": record["number"], "number_spoken": spoken(record["number"], rt.config.default_region)}
+            "number": record["number"], "number_spoken": lang.phone(record["number"], region)}
 
 
 def connected(rt: Runtime, callback: dict) -> None:

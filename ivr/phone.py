@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-__all__ = ["normalize", "is_withheld", "mask", "spoken"]
+__all__ = ["normalize", "is_withheld", "mask"]
 
 WITHHELD_WORDS = frozenset(
     {"anonymous", "restricted", "unknown", "private", "unavailable", "blocked", "withheld"}
@@ -127,18 +127,3 @@ def mask(e164: str | None) -> str:
     if len(national) <= 2:
         return f"+{country}{MASK_CHAR * len(national)}"
     return f"+{country}{MASK_CHAR * (len(national) - 2)}{national[-2:]}"
-
-
-def spoken(e164: str | None, default_region: str = "US") -> str:
-    """A number the way text-to-speech should read it back: digit by digit, in the groups people
-    write it in. "+14155550100" becomes "4 1 5, 5 5 5, 0 1 0 0"; a number from another country
-    than `default_region` starts with "plus" and its country code."""
-    number = normalize(e164, default_region) if e164 else None
-    if number is None:
-        return ""
-    parsed = phonenumbers.parse(number)
-    home = phonenumbers.region_code_for_number(parsed) == default_region
-    style = phonenumbers.PhoneNumberFormat.NATIONAL if home else phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    groups = re.findall(r"\d+", phonenumbers.format_number(parsed, style))
-    words = ", ".join(" ".join(group) for group in groups)
-    return f"plus {words}" if not home else words

@@ -7,7 +7,7 @@
     nodes        what each node kind does on a call, one module each, and their table
     kind         the record a node kind's module fills in (`NodeKind`)
     callback_dialogue  a caller on hold takes a callback instead; pending callbacks
-    wording      yes and no, and waits in words
+    wording      yes, no and the other words callers answer with, in the call's language
     states       what a call waits for, how it ended, where a callback is (str enums)
     simulation   a call driven in process, without a phone (simulator, flow tests, test calls)
 

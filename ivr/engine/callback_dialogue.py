@@ -18,32 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 from ivr.flows.nodes.queue import CallbackOffer, QueueNode
-from ivr.phone import normalize, normalize_typed, spoken
+from ivr.i18n import sentences as S
+from ivr.phone import normalize, normalize_typed
 
 from . import actions as A
 from . import events as E
 from .states import Outcome, Wait
-from .wording import NOT_HEARD, NOT_UNDERSTOOD, duration, when, whole, words, yes_no
+from .wording import says, whole, words, yes_no, yes_no_hints
 
-# The default wording of every prompt an operator can replace in the flow.
-KEY_WORDS = {"*": "star", "#": "pound"}
-OFFER = ("To keep your place in line and have us call you back when it's your turn, press {key}, "
-         "or say call me back.")
-CONFIRM_NUMBER = ("We'll call you back at {number}. To confirm, press 1. To use a different number, "
-                  "press 2.")
-ENTER_NUMBER = "Please enter the number we should call, with the area code, then press the pound key."
-READ_BACK = "You entered {number}. To confirm, press 1. To enter it again, press 2."
-ASK_REASON = ("After the tone, tell us in a few words what you're calling about, so the agent is ready "
-              "for you. Press the pound key when you're done.")
-BOOKED = "Thank you. We'll call you back at {number} {when}, and you keep your place in line. Goodbye."
-NOT_A_NUMBER = "Sorry, that isn't a number we can call."
-BACK_IN_LINE = "No problem. You're still in line."
-NO_CALLING_TIME = ("Sorry, we can't call you back at {number} before this request would expire, at this "
-                   "time of day where you are. You're still in line.")
-PENDING = ("You already asked us to call you back about {queue}, and we'll call you {when}. "
-           "To keep that callback, press 1. To cancel it, press 2.")
-KEPT = "Thanks. We'll call you back {when}. Goodbye."
-CANCELLED = "Your callback is cancelled."
+# Every sentence here can be replaced in the flow (queue.callback.offer, confirm...,
+# callbacks.pending...); the defaults are the catalogue's (ivr.i18n.sentences).
 CALLBACK_TRIES = 2  # wrong or missing answers in the callback questions before going back in line
 
 # What the callback questions listen to (anything but a hang-up, which `hung_up` handles).
@@ -59,10 +43,16 @@ def callback_vars(run, node: QueueNode, est=None) -> dict:
     number = cb.get("number") or ""
     key = offer.key if offer else "1"
     wait = est.wait_s if est is not None else None
-    return {"key": key, "key_words": KEY_WORDS.get(key, key), "queue": node.name,
-            "number": number, "number_spoken": spoken(number, run.ctx.region),
-            "wait": duration(wait) if wait is not None else "",
-            "when": when(wait), "position": est.position if est is not None else None}
+    lang = run.lang
+    return {"key": key, "key_words": lang.key(key), "queue": node.name,
+            "number": number, "number_spoken": lang.phone(number, run.region),
+            "wait": lang.duration(wait) if wait is not None else "",
+            "when": lang.when(wait), "position": est.position if est is not None else None}
+
+
+def phrases(run, offered: CallbackOffer) -> tuple[str, ...]:
+    """What a caller on hold says to ask for a callback: the queue's, else the language's."""
+    return offered.phrases or run.lang.words(S.CALL_ME_BACK_WORDS)
 
 
 # -- on hold ------------------------------------------------------------------------------
@@ -77,7 +67,8 @@ def offer(run, node: QueueNode, est) -> list | None:
             and not s.get("pending_cb")):  # one is booked already
         return None
     run.cbv = callback_vars(run, node, est)
-    return run.speak(node.callback.offer) or [run.say_text(OFFER.format(key=run.cbv["key_words"]))]
+    return run.speak(node.callback.offer) or [run.say(
+        S.CALLBACK_OFFER, key=run.cbv["key_words"], phrase=(phrases(run, node.callback) or ("",))[0])]
 
 
 def on_hold_answer(run, node: QueueNode, event: E.Event) -> None:
@@ -87,7 +78,7 @@ def on_hold_answer(run, node: QueueNode, event: E.Event) -> None:
     text = words(event.text) if isinstance(event, E.Speech) else ""
     accepted = offered is not None and (
         (digits is not None and digits[:1] == offered.key)
-        or any(f" {p} " in f" {text} " for p in offered.phrases))
+        or (bool(text) and says(text, phrases(run, offered))))
     run.step(node, "callback_offer", digits=digits,
              speech=event.text if isinstance(event, E.Speech) else None,
              detail={"accepted": accepted})
@@ -115,7 +106,7 @@ def left_queue(run, node: QueueNode, event: E.QueueLeft) -> bool:
 def begin(run, node: QueueNode) -> None:
     """Out of Twilio's queue (the line keeps the caller's place): confirm the number to call."""
     s = run.state
-    number = normalize(s["caller"].get("phone") or s["from"] or None, run.ctx.region)
+    number = normalize(s["caller"].get("phone") or s["from"] or None, run.region)
     s["wait"] = Wait.CALLBACK
     s["tries"] = {}
     s["cb"] = {"phase": "confirm", "number": number} if number else {"phase": "enter"}
@@ -129,22 +120,21 @@ def prompt(run, node: QueueNode, before: list, log: bool = True) -> None:
     run.cbv = callback_vars(run, node)
     number = run.cbv["number_spoken"]
     if phase == "reason":
-        said = before + (run.speak(offered.reason) or [run.say_text(ASK_REASON)])
+        said = before + (run.speak(offered.reason) or [run.say(S.ASK_REASON)])
         run.actions += said + [A.Record(offered.reason_max_length, "#", True, 3)]
         if log:
             run.step(node, "callback_question", said, action="record", detail={"phase": phase})
         return
     if phase == "enter":
-        prompts = before + (run.speak(offered.enter_number) or [run.say_text(ENTER_NUMBER)])
+        prompts = before + (run.speak(offered.enter_number) or [run.say(S.ENTER_NUMBER)])
         gather = A.Gather(prompts=tuple(prompts), input=("dtmf",), timeout=10, finish_on_key="#",
                           language=run.flow.language)
     else:
         custom = offered.confirm if phase == "confirm" else offered.read_back
-        default = CONFIRM_NUMBER if phase == "confirm" else READ_BACK
-        prompts = before + (run.speak(custom) or [run.say_text(default.format(number=number))])
+        default = S.CONFIRM_NUMBER if phase == "confirm" else S.READ_BACK
+        prompts = before + (run.speak(custom) or [run.say(default, number=number)])
         gather = A.Gather(prompts=tuple(prompts), input=run.yes_no_inputs(), num_digits=1,
-                          timeout=6, hints=("yes", "no", "confirm", "different number"),
-                          language=run.flow.language)
+                          timeout=6, hints=yes_no_hints(run.lang), language=run.flow.language)
     run.actions.append(gather)
     if log:
         run.step(node, "callback_question", prompts, action="gather", detail={"phase": phase})
@@ -169,16 +159,16 @@ def on_answer(run, node: QueueNode, event: E.Event) -> None:
             prompt(run, node, [], log=False)
         return
     if phase == "enter":
-        number = (normalize_typed(event.digits, run.ctx.region)
+        number = (normalize_typed(event.digits, run.region)
                   if isinstance(event, E.Digits) else None)
         run.step(node, "callback_number", **fields, detail={"valid": bool(number)})
         if number:
             s["cb"] = {"phase": "read_back", "number": number}
             prompt(run, node, [])
         else:
-            retry(run, node, NOT_HEARD if isinstance(event, E.NoInput) else NOT_A_NUMBER)
+            retry(run, node, S.NOT_HEARD if isinstance(event, E.NoInput) else S.NOT_A_NUMBER)
         return
-    answer = yes_no(event)
+    answer = yes_no(event, run.lang)
     run.step(node, "callback_confirm", **fields, detail={"phase": phase, "answer": answer})
     if answer == "yes":
         if (node.callback or _DEFAULT_OFFER).reason is not None:
@@ -190,19 +180,19 @@ def on_answer(run, node: QueueNode, event: E.Event) -> None:
         s["cb"] = {"phase": "enter"}
         prompt(run, node, [])
     else:
-        retry(run, node, NOT_HEARD if isinstance(event, E.NoInput) else NOT_UNDERSTOOD)
+        retry(run, node, S.NOT_HEARD if isinstance(event, E.NoInput) else S.NOT_UNDERSTOOD)
 
 
-def retry(run, node: QueueNode, sorry: str) -> None:
+def retry(run, node: QueueNode, sorry: S.Sentence) -> None:
     tries = run.state.get("tries") if isinstance(run.state.get("tries"), dict) else {}
     tries["callback"] = tries.get("callback", 0) + 1
     run.state["tries"] = tries
     if tries["callback"] > CALLBACK_TRIES:
         # No callback after all: back in the queue, with the place the caller already had.
-        run.actions.append(run.say_text(BACK_IN_LINE))
+        run.actions.append(run.say(S.BACK_IN_LINE))
         run.goto(node.id)
         return
-    prompt(run, node, [run.say_text(sorry)])
+    prompt(run, node, [run.say(sorry)])
 
 
 def hung_up(run, node: QueueNode) -> None:
@@ -226,15 +216,15 @@ def book(run, node: QueueNode, aloud: bool = True) -> None:
         run.step(node, "callback_refused", detail={"number": cb["number"], "why": "calling_hours"})
         if not aloud:  # they hung up (after recording a reason): nobody to put back in line
             return
-        run.actions.append(run.say_text(NO_CALLING_TIME.format(number=run.cbv["number_spoken"])))
+        run.actions.append(run.say(S.NO_CALLING_TIME, number=run.cbv["number_spoken"]))
         s["no_callback"] = True
         run.goto(node.id)
         return
     if opens > ((est.wait_s if est is not None else None) or 0):
-        run.cbv["when"] = when(opens)  # the window opens later than their turn comes
+        run.cbv["when"] = run.lang.when(opens)  # the window opens later than their turn comes
 
-    said = (run.speak(offered.booked) or [run.say_text(BOOKED.format(
-        number=run.cbv["number_spoken"], when=run.cbv["when"]))]) if aloud else []
+    said = (run.speak(offered.booked) or [run.say(
+        S.BOOKED, number=run.cbv["number_spoken"], when=run.cbv["when"])]) if aloud else []
     since = (s.get("line") or {}).get("since") or run.at
     run.actions.append(A.RequestCallback(
         number=cb["number"], queue=node.name, enqueued_at=since, flow=offered.flow,
@@ -285,14 +275,16 @@ def ask_pending(run) -> bool:
 def pending_vars(run) -> dict:
     p = run.state.get("pending_cb") or {}
     return {"id": p.get("id"), "queue": str(p.get("queue") or "").replace("_", " "),
-            "when": when(p.get("wait_s"))}
+            "when": run.lang.when(p.get("wait_s"))}
 
 
 def pending_prompt(run, log: bool = True) -> None:
     run.cbv = pending_vars(run)
-    prompts = run.speak(run.flow.callbacks.pending) or [run.say_text(PENDING.format(**run.cbv))]
+    prompts = run.speak(run.flow.callbacks.pending) or [
+        run.say(S.PENDING, queue=run.cbv["queue"], when=run.cbv["when"])]
+    hints = run.lang.words(S.KEEP_WORDS)[:2] + run.lang.words(S.CANCEL_WORDS)[:2]
     run.actions.append(A.Gather(prompts=tuple(prompts), input=run.yes_no_inputs(), num_digits=1,
-                                timeout=6, hints=("keep", "cancel"), language=run.flow.language))
+                                timeout=6, hints=hints, language=run.flow.language))
     run.state["wait"] = Wait.PENDING_CALLBACK
     if log:
         run.step(None, "callback_pending", prompts, action="gather", detail={"callback": run.cbv["id"]})
@@ -304,22 +296,23 @@ def on_pending(run, node: Any, event: E.Event) -> None:
     run.cbv = pending_vars(run)
     text = words(event.text) if isinstance(event, E.Speech) else ""
     digits = event.digits if isinstance(event, E.Digits) else None
-    if digits == "2" or "cancel" in text.split():
+    if digits == "2" or (text and says(text, run.lang.words(S.CANCEL_WORDS))):
         choice = "cancel"
-    elif digits == "1" or yes_no(event) == "yes" or "keep" in text.split():
+    elif (digits == "1" or yes_no(event, run.lang) == "yes"
+          or (text and says(text, run.lang.words(S.KEEP_WORDS)))):
         choice = "keep"
     else:
         choice = None
     run.step(None, "callback_pending", digits=digits, speech=getattr(event, "text", None),
              detail={"callback": run.cbv["id"], "choice": choice})
     if choice == "keep":
-        said = run.speak(run.flow.callbacks.kept) or [run.say_text(KEPT.format(**run.cbv))]
+        said = run.speak(run.flow.callbacks.kept) or [run.say(S.KEPT, when=run.cbv["when"])]
         run.actions += said + [A.Hangup()]
         s.update(outcome=Outcome.CALLBACK, wait=Wait.ENDED)
         return
     if choice == "cancel":
         run.actions.append(A.CancelCallback(run.cbv["id"]))
-        run.actions += run.speak(run.flow.callbacks.cancelled) or [run.say_text(CANCELLED)]
+        run.actions += run.speak(run.flow.callbacks.cancelled) or [run.say(S.CANCELLED)]
         s.pop("pending_cb", None)
     run.goto(run.flow.start)
 

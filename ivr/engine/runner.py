@@ -28,6 +28,7 @@ from ivr.flows import templates
 from ivr.flows.model import Flow, Node, Pause, PlayAudio, Prompt, SayText
 from ivr.flows.nodes import KINDS as FLOW_KINDS
 from ivr.i18n import Language, language
+from ivr.i18n import sentences as S
 from ivr.i18n.catalogue import Message
 
 from . import actions as A
@@ -43,8 +44,6 @@ __all__ = ["Context", "Estimate", "FlowRuntimeError", "Match", "Result", "Run", 
 
 MAX_HOPS = 50  # nodes entered for one event before the engine calls it a runaway loop
 STATE_VERSION = 2  # 2: one ENDED wait (was "end" and "ended"), the hang-up in "hung_up"
-
-APOLOGY = "We're sorry, something went wrong on our side."
 
 
 @dataclass
@@ -113,15 +112,15 @@ def new_state(event: E.CallStarted, flow: Flow, now: datetime) -> dict:
 class _HoursView:
     """`hours.support.open` in templates, computed only when a template asks."""
 
-    def __init__(self, hours: dict, now: datetime):
-        self._hours, self._now = hours, now
+    def __init__(self, hours: dict, now: datetime, language: str):
+        self._hours, self._now, self._language = hours, now, language
 
     def __getattr__(self, name: str):
         bh = self._hours.get(name)
         if bh is None:
             raise AttributeError(name)
         return {"open": bh.is_open(self._now), "holiday": bh.holiday(self._now),
-                "next_open": bh.describe_next_open(self._now)}
+                "next_open": bh.describe_next_open(self._now, self._language)}
 
     def __getitem__(self, name: str):
         # A KeyError makes an unknown name undefined in templates (empty, false), like any
@@ -159,7 +158,7 @@ class Run:
             "intent": s["intent"],
             "call": {"from": s["from"], "to": s["to"], "sid": s["sid"]},
             "flow": self.flow.id,
-            "hours": _HoursView(self.flow.hours, self.ctx.now),
+            "hours": _HoursView(self.flow.hours, self.ctx.now, self.flow.language),
             "callback": {**(s.get("callback") or {}), **self.cbv},
             # how the last `request:` went: request.status, request.ok, request.error
             "request": s.get("last_req") or {},
@@ -174,7 +173,7 @@ class Run:
             if isinstance(item, SayText):
                 text = self.render(item.text)
                 if text:
-                    out.append(A.Say(text, self.flow.voice, self.flow.language))
+                    out.append(self.say_text(text))
             elif isinstance(item, PlayAudio):
                 out.append(A.Play(item.url))
             elif isinstance(item, Pause):
@@ -182,12 +181,20 @@ class Run:
         return out
 
     def say_text(self, text: str) -> A.Say:
-        return A.Say(text, self.flow.voice, self.flow.language)
+        """Words said in the flow's language and voice (its language's default voice when
+        the flow names none)."""
+        return A.Say(text, self.flow.voice or self.lang.voice, self.flow.language)
 
     @property
     def lang(self) -> Language:
         """The language the call speaks now: its flow's (a goto_flow may change it)."""
         return language(self.flow.language)
+
+    @property
+    def region(self) -> str:
+        """The line's country, for numbers callers type and numbers read back to them: the
+        flow language's region (fr-FR: FR), else the server's IVR_DEFAULT_REGION."""
+        return self.lang.country or self.ctx.region
 
     def say(self, message: Message, n: int | None = None, **values: object) -> A.Say:
         """A catalogue sentence (ivr.i18n.sentences) in the call's language, as a <Say>."""
@@ -345,11 +352,11 @@ class Run:
         # The caller goes to a person now: no booking half made before the failure.
         self.actions = [a for a in self.actions if not isinstance(a, (*A.WAITING, A.RequestCallback))]
         number = self.flow.settings.fallback_number or self.ctx.fallback_number
-        said = [self.say_text(APOLOGY + (" Let me put you through to someone who can help."
-                                         if number else " Please leave a message after the tone."))]
+        said = [self.say_text(self.lang.say(S.SOMETHING_WENT_WRONG) + " "
+                              + self.lang.say(S.PUT_THROUGH if number else S.LEAVE_A_MESSAGE))]
         self.actions += said
         if number:
-            self.actions.append(A.Dial(number, 30, None, "Transferred after an error in the phone menu."))
+            self.actions.append(A.Dial(number, 30, None, self.lang.say(S.WHISPER_AFTER_ERROR)))
             self.state["wait"] = Wait.FAILSAFE
         else:
             self.actions.append(A.Record(120, "#", True, 5))
@@ -366,7 +373,7 @@ class Run:
             self.step(None, "recording", digits=event.digits, action="recorded",
                       detail={"url": event.url, "duration": event.duration, "after_error": True})
             s.update(outcome=Outcome.VOICEMAIL, wait=Wait.ENDED)
-            self.actions += [self.say_text("Thank you, we have your message. Goodbye."), A.Hangup()]
+            self.actions += [self.say(S.MESSAGE_TAKEN), A.Hangup()]
             return
         self.step(None, "transfer_ended", detail={"status": event.status, "duration": event.duration,
                                                   "after_error": True})
@@ -374,9 +381,7 @@ class Run:
             s.update(outcome=Outcome.TRANSFERRED, wait=Wait.ENDED)
             self.actions.append(A.Hangup())
             return
-        self.actions += [self.say_text("Sorry, nobody could take your call. Please leave a message "
-                                       "after the tone, and we will get back to you."),
-                         A.Record(120, "#", True, 5)]
+        self.actions += [self.say(S.NOBODY_LEAVE_A_MESSAGE), A.Record(120, "#", True, 5)]
 
 
 # Waits of the call itself, whatever node it is at: {wait: {event class: listener}}.

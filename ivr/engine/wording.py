@@ -1,57 +1,48 @@
-"""How the engine hears yes and no, and says a wait in words (English defaults; a flow's
-own prompts replace the sentences)."""
+"""How the engine hears yes and no and the other words a caller may answer with, in the
+call's language (the lists are in the message catalogue: ivr.i18n.sentences)."""
 
 from __future__ import annotations
 
-from . import events as E
+from ivr.i18n import Language
+from ivr.i18n import sentences as S
+from speech.normalize import words as _words
 
-NOT_HEARD = "Sorry, I didn't hear anything."
-NOT_UNDERSTOOD = "Sorry, I didn't understand that."
-YES_WORDS = {"yes", "yeah", "yep", "right", "correct", "sure", "ok", "okay", "that's right", "yes please"}
-NO_WORDS = {"no", "nope", "wrong", "not", "incorrect"}
+from . import events as E
 
 
 def words(text: str) -> str:
-    """Speech as lower-case words, without the punctuation recognizers add."""
-    return " ".join(text.lower().replace(",", " ").replace(".", " ").replace("!", " ").split())
+    """Speech as lower-case words without punctuation, accents or elisions ("Rappelez-moi."
+    -> "rappelez moi", "l'annuler" -> "l annuler"), the way the catalogue's word lists are
+    compared."""
+    return " ".join(_words(text)).replace("'", " ")
 
 
-def yes_no(event: E.Event) -> str | None:
-    """"yes", "no" or None for a key (1 yes, 2 no) or words."""
+def says(text: str, phrases: tuple[str, ...]) -> bool:
+    """Whether `text` (already through `words`) contains one of the phrases, as whole words."""
+    padded = f" {text} "
+    return any(f" {w} " in padded for w in (words(p) for p in phrases) if w)
+
+
+def yes_no(event: E.Event, lang: Language) -> str | None:
+    """"yes", "no" or None for a key (1 yes, 2 no) or words in the call's language."""
     if isinstance(event, E.Digits):
         return {"1": "yes", "2": "no"}.get(event.digits)
     if isinstance(event, E.Speech):
         text = words(event.text)
-        found = set(text.split())
-        if text in YES_WORDS or "confirm" in found or (found & YES_WORDS and not found & NO_WORDS):
+        yes, no = lang.words(S.YES_WORDS), lang.words(S.NO_WORDS)
+        if text in {words(w) for w in yes}:
             return "yes"
-        if found & NO_WORDS or "different" in found:
+        said_no = says(text, no)
+        if says(text, yes) and not said_no:
+            return "yes"
+        if said_no:
             return "no"
     return None
 
 
-def duration(seconds: float | None) -> str:
-    """A wait in words a caller hears: "less than a minute", "about 12 minutes", "about 2 hours"."""
-    if seconds is None:
-        return ""
-    minutes = round(seconds / 60)
-    if seconds < 45:
-        return "less than a minute"
-    if minutes <= 1:
-        return "about a minute"
-    if minutes < 90:
-        return f"about {minutes} minutes"
-    hours = round(minutes / 60)
-    return f"about {hours} hours"
-
-
-def when(seconds: float | None) -> str:
-    """When something happens, from now: "in a moment", "in about 12 minutes"."""
-    if seconds is None:
-        return "as soon as an agent is free"
-    if seconds < 45:
-        return "in a moment"
-    return "in " + duration(seconds)
+def yes_no_hints(lang: Language) -> tuple[str, ...]:
+    """Words that help Twilio's recognizer hear a yes or a no."""
+    return lang.words(S.YES_WORDS)[:4] + lang.words(S.NO_WORDS)[:3]
 
 
 def whole(value: float | None) -> int | None:

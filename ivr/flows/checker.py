@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ivr.errors import Problem, suggest
+from ivr.i18n import language
+from ivr.i18n import sentences as S
 
 from .directory import CALLER_KEYS, column_key
 from .model import Flow, Node
@@ -89,6 +91,8 @@ def check_flow(flow: Flow) -> list[Problem]:
                                                   "no menu routes on it", key=True, severity="warning",
                                                   code="unused-intent"))
 
+    c.problems += untranslated(flow)
+
     for report in destination_paths(flow):
         limit = flow.settings.max_seconds_to_destination
         for mode, path in (("keypad", report.keypad), ("speech", report.speech)):
@@ -98,6 +102,75 @@ def check_flow(flow: Flow) -> list[Problem]:
                    f"{limit:.0f} s limit (settings.max_seconds_to_destination)", "warning",
                    "slow-path")
     return c.problems
+
+
+# -- the flow's language -------------------------------------------------------------------
+
+# Said on any call when something fails, whatever the flow: the apology and the way to a person.
+FAIL_SAFE = (S.SOMETHING_WENT_WRONG, S.PUT_THROUGH, S.LEAVE_A_MESSAGE, S.MESSAGE_TAKEN,
+             S.NOBODY_LEAVE_A_MESSAGE, S.WHISPER_AFTER_ERROR, S.TECHNICAL_DIFFICULTIES,
+             S.HOLD_FOR_SOMEONE, S.NOBODY_GOODBYE, S.LEAVE_A_MESSAGE_CALL_BACK, S.WILL_CALL_BACK)
+OPENING = (S.OPEN_NOW, S.OPEN_TODAY, S.OPEN_TOMORROW, S.OPEN_WEEKDAY, S.OPEN_DATE, S.TIME,
+           S.TIME_ON_THE_HOUR, S.BEFORE_NOON, S.AFTER_NOON)
+PENDING = (S.PENDING, S.KEPT, S.CANCELLED)
+ANSWERS = (S.KEEP_WORDS, S.CANCEL_WORDS, S.YES_WORDS, S.IN_A_MOMENT, S.IN_DURATION,
+           S.AS_SOON_AS_FREE, S.LESS_THAN_A_MINUTE, S.ABOUT_A_MINUTE, S.ABOUT_MINUTES, S.ABOUT_HOURS)
+
+
+def sentences(flow: Flow) -> list[tuple[object, tuple]]:
+    """Every catalogue sentence (ivr.i18n.sentences) the server may say on this flow's calls
+    because the flow gives no words of its own, with the path where it could."""
+    said: list[tuple[object, tuple]] = []
+    for node in flow.nodes.values():
+        speaks = KINDS[node.kind].speaks
+        if speaks is not None:
+            said += [(m, ("nodes", node.id, node.kind) + sub) for m, sub in speaks(flow, node)]
+    if flow.callbacks.recognise:
+        for message, field_ in zip(PENDING, ("pending", "kept", "cancelled"), strict=True):
+            if not getattr(flow.callbacks, field_):
+                said.append((message, ("callbacks", field_)))
+        said += [(m, ("callbacks",)) for m in ANSWERS]
+    if flow.hours and _mentions(flow.source.data if flow.source else None, "next_open"):
+        said += [(m, ("hours",)) for m in OPENING]
+    return said + [(m, ("language",)) for m in FAIL_SAFE]
+
+
+def untranslated(flow: Flow) -> list[Problem]:
+    """Warnings for a flow not in English that would say sentences its language's catalogue
+    does not translate (the caller would hear them in English), naming each one."""
+    lang = language(flow.language)
+    if lang.english:
+        return []
+    missing: dict[object, tuple] = {}
+    for message, path in sentences(flow):
+        if not lang.has(message):
+            missing.setdefault(message, path)
+    if not missing:
+        return []
+    how = (f"translate it in ivr/i18n/locales/{lang.code}/LC_MESSAGES/messages.po (or a catalogue "
+           "in IVR_LOCALES_DIR), or give the flow its own words here")
+    if not lang.chain:
+        names = [f'"{m.msgid}"' for m in missing]
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return [flow.source.problem(("language",), f"there is no message catalogue for '{flow.language}': "
+                                    f"callers would hear {len(names)} sentences in English, "
+                                    f"{', '.join(names[:3])}{more}; add one with `pybabel init -l "
+                                    f"{lang.code}` (docs/languages.md)", severity="warning",
+                                    code="untranslated")]
+    return [flow.source.problem(path, f"callers of this '{flow.language}' flow would hear "
+                                f"\"{message.msgid}\" in English: the '{lang.code}' catalogue has no "
+                                f"translation of it; {how}", severity="warning", code="untranslated")
+            for message, path in missing.items()]
+
+
+def _mentions(data: object, word: str) -> bool:
+    if isinstance(data, str):
+        return word in data
+    if isinstance(data, dict):
+        return any(_mentions(v, word) for v in data.values())
+    if isinstance(data, list):
+        return any(_mentions(v, word) for v in data)
+    return False
 
 
 # -- paths to destinations -----------------------------------------------------------------

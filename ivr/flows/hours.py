@@ -32,6 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from ivr.errors import IvrError
+from ivr.i18n import language as spoken_in
 
 __all__ = ["BusinessHours", "Holiday", "HoursError", "parse_hours"]
 
@@ -117,9 +118,10 @@ class BusinessHours:
                     return opening
         return None
 
-    def describe_next_open(self, at: dt.datetime) -> str:
-        """The next opening in words a caller hears: "at 1 PM", "tomorrow at 8 AM",
-        "Monday at 9 AM", "Monday, January 4 at 9 AM".
+    def describe_next_open(self, at: dt.datetime, language: str = "en-US") -> str:
+        """The next opening in words a caller hears, in the flow's language: "at 1 PM",
+        "tomorrow at 8 AM", "Monday at 9 AM", "Monday, January 4 at 9 AM" ("demain à 8 h",
+        "lundi à 9 h" in French).
 
         "now" when open, and "" when closed for the next 14 days, so a flow can
         choose its own words for that.
@@ -128,18 +130,7 @@ class BusinessHours:
         opening = self.next_open(local)
         if opening is None:
             return ""
-        if opening == local:
-            return "now"
-        days = (opening.date() - local.date()).days
-        time = _spoken_time(opening)
-        if days == 0:
-            return f"at {time}"
-        if days == 1:
-            return f"tomorrow at {time}"
-        weekday = opening.strftime("%A")
-        if days < 7:
-            return f"{weekday} at {time}"
-        return f"{weekday}, {opening.strftime('%B')} {opening.day} at {time}"
+        return spoken_in(language).next_time(opening, local)
 
     def _local(self, at: dt.datetime) -> dt.datetime:
         if at.tzinfo is None or at.utcoffset() is None:
@@ -156,14 +147,6 @@ class BusinessHours:
         if special is not None:
             return special.open
         return self.weekly[day.weekday()]
-
-
-def _spoken_time(moment: dt.datetime) -> str:
-    hour = moment.hour % 12 or 12
-    suffix = "AM" if moment.hour < 12 else "PM"
-    if moment.minute:
-        return f"{hour}:{moment.minute:02d} {suffix}"
-    return f"{hour} {suffix}"
 
 
 def parse_hours(name: str, data: Any) -> BusinessHours:

@@ -264,7 +264,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         b.dialable(("settings", "fallback_number"), settings.fallback_number, "fallback_number")
     nodes: dict[str, Node] = {}
     for node_id, body in d["nodes"].items():
-        nodes[node_id] = _build_node(b, node_id, body, settings)
+        nodes[node_id] = _build_node(b, node_id, body, settings, d.get("language") or "en-US")
 
     intents = {}
     for name, spec in (d.get("intents") or {}).items():
@@ -322,13 +322,13 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
     return flow, b.problems
 
 
-def _build_node(b: Builder, node_id: str, body: dict, settings: Settings) -> Node:
+def _build_node(b: Builder, node_id: str, body: dict, settings: Settings, language: str) -> Node:
     kind = next(k for k in body if k in KINDS)
     path = ("nodes", node_id)
     line = b.src.where(path, key=True)[0]
     common = dict(id=node_id, kind=kind, line=line, next=body.get("next"),
                   description=body.get("description", ""))
-    return KINDS[kind].load(b, RawNode(node_id, kind, body, body[kind], path, common, settings))
+    return KINDS[kind].load(b, RawNode(node_id, kind, body, body[kind], path, common, settings, language))
 
 
 def _flow_callbacks(b: Builder, v: dict | None) -> FlowCallbacks:

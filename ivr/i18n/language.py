@@ -7,7 +7,7 @@ import datetime as dt
 import gettext
 import logging
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import phonenumbers
 from babel import Locale, UnknownLocaleError
@@ -76,6 +76,13 @@ class Language:
         return tuple(w.strip().lower() for w in self.text(phrase).split(",") if w.strip())
 
     @property
+    def country(self) -> str | None:
+        """The country the tag names ("FR" for fr-FR), or None ("fr")."""
+        names = tag_to_locales(self.tag)
+        region = names[0].partition("_")[2] if len(names) > 1 else ""
+        return region if len(region) == 2 and region.isalpha() else None
+
+    @cached_property
     def voice(self) -> str | None:
         """This language's default Twilio voice for its tag, or None (Twilio's default)."""
         want = self.tag.replace("_", "-").lower()

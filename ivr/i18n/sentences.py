@@ -80,8 +80,8 @@ NOT_UNDERSTOOD = Sentence("Sorry, I didn't understand that.")
 # the key(s) to press.
 MENU_CHOICE = Sentence("For {label}, press {keys}.")
 # Translators: the caller's words were understood, but not surely. {label} names what the
-# menu thinks they want ("billing").
-CONFIRM_CHOICE = Sentence("I think you want {label}. Is that right? Say yes or press 1. "
+# menu thinks they want: the choice's label ("billing"), else its intent's name.
+CONFIRM_CHOICE = Sentence("I think you're calling about {label}. Is that right? Say yes or press 1. "
                           "Say no or press 2.")
 
 # -- holding in a queue --------------------------------------------------------------------

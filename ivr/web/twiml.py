@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.engine import actions as A
+from ivr.i18n import Language, language
+from ivr.i18n import sentences as S
 
 # The path in front of /voice where the server is published behind a proxy (PUBLIC_URL
 # https://example.com/ivr: "/ivr"), set for each request by the web layer: Twilio resolves
@@ -124,10 +126,10 @@ def _render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = N
                 kwargs["num_digits"] = a.num_digits
             if a.finish_on_key is not None:
                 kwargs["finish_on_key"] = a.finish_on_key
+            if a.language:  # speech is heard in it; prompts and keypad menus name it too
+                kwargs["language"] = a.language
             if "speech" in inputs:
                 kwargs["speech_timeout"] = a.speech_timeout
-                if a.language:
-                    kwargs["language"] = a.language
                 if a.hints:
                     kwargs["hints"] = ", ".join(h[:100] for h in a.hints[:500])
             g = r.gather(**kwargs)
@@ -209,27 +211,36 @@ def _wait_music(actions: tuple, hold_music_url: str | None, step: int, prefix: s
     return str(r)
 
 
-def apology(fallback_number: str | None, message: str | None = None) -> str:
-    """TwiML for when the system cannot serve the call: never silence, never an HTTP 500."""
+def apology(fallback_number: str | None, lang: Language | None = None, voice: str | None = None) -> str:
+    """TwiML for when the system cannot serve the call: never silence, never an HTTP 500.
+    Said in the language of the flow the call was for (English when not known)."""
+    lang = lang or language(None)
     r = VoiceResponse()
-    text = message or "We're sorry, we're having technical difficulties."
+    how = _speaking(lang, voice)
+    text = lang.say(S.TECHNICAL_DIFFICULTIES)
     if fallback_number:
-        r.say(f"{text} Please hold while we connect you to someone who can help.")
+        r.say(f"{text} {lang.say(S.HOLD_FOR_SOMEONE)}", **how)
         r.dial(fallback_number, timeout=30)
-        r.say("Sorry, nobody could take your call. Please try again later. Goodbye.")
+        r.say(lang.say(S.NOBODY_GOODBYE), **how)
     else:
-        r.say(f"{text} Please leave a message after the tone and we will call you back.")
+        r.say(f"{text} {lang.say(S.LEAVE_A_MESSAGE_CALL_BACK)}", **how)
         r.record(max_length=120, action=url("/voice/fallback/done"), method="POST", play_beep=True)
     r.hangup()
     return str(r)
 
 
-def text(message: str, hangup: bool = True) -> str:
+def text(message: str, hangup: bool = True, lang: Language | None = None, voice: str | None = None) -> str:
+    """TwiML that says one thing (in `lang` and `voice`), then hangs up unless told not to."""
     r = VoiceResponse()
-    r.say(message)
+    r.say(message, **_speaking(lang or language(None), voice))
     if hangup:
         r.hangup()
     return str(r)
+
+
+def _speaking(lang: Language, voice: str | None) -> dict:
+    voice = voice or lang.voice
+    return {"language": lang.tag, **({"voice": voice} if voice else {})}
 
 
 def hangup() -> str:

@@ -32,6 +32,8 @@ from ivr.engine import events as E
 from ivr.engine.runner import Result, run
 from ivr.engine.states import Outcome, Wait, hung_up
 from ivr.errors import IvrError
+from ivr.i18n import Language, language
+from ivr.i18n import sentences as S
 from ivr.phone import normalize
 from ivr.runtime import services as runtime_services
 from ivr.runtime.services import Services
@@ -137,10 +139,25 @@ def fail_safe_on_error(exc: Exception) -> Response:
 
 def fail_safe(reason: str, flow=None) -> Response:
     """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
-    number when the flow is known, else the server's."""
+    number when the flow is known, else the server's; in the flow's language (when not known,
+    that of the flow that answers the number called)."""
     log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
     number = (flow.settings.fallback_number if flow is not None else None) or _config().fallback_number
-    return _twiml(twiml.apology(number or None))
+    return _twiml(twiml.apology(number or None, *_speaking(flow or _flow_called())))
+
+
+def _flow_called():
+    """The flow that answers the number this request's call was made to, or None."""
+    try:
+        return _services().registry.for_number(request.form.get("To"))
+    except Exception:  # the apology must not fail for want of a language: English then
+        log.exception("could not find the flow called, for the apology's language")
+        return None
+
+
+def _speaking(flow) -> tuple[Language, str | None]:
+    """The language and voice of a flow (English and Twilio's voice without one)."""
+    return (language(flow.language), flow.voice) if flow is not None else (language(None), None)
 
 
 @lru_cache(maxsize=64)
@@ -195,7 +212,8 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
     """
     sid = form.get("CallSid", "")
     if not sid:
-        return _twiml(twiml.text("Sorry, this request is missing its call id."), 400)
+        lang, voice = _speaking(_flow_called())
+        return _twiml(twiml.text(lang.say(S.MISSING_CALL_ID), lang=lang, voice=voice), 400)
     svc = _services()
     cfg = svc.config
     svc.ensure_recorder_thread()
@@ -278,7 +296,7 @@ def _quick_answers(svc: Services, sid: str, flow, result: Result, ctx) -> Result
 
 
 def _flow_for(svc: Services, flow_id: str):
-    flow = svc.registry.get(flow_id)
+    flow = svc.registry.get(flow_id) or cbweb.builtin_for(flow_id)
     if flow is None:
         log.error("flow '%s' is not loaded: the callback call uses the built-in greeting", flow_id)
         flow = cbweb.builtin_flow()
@@ -286,7 +304,19 @@ def _flow_for(svc: Services, flow_id: str):
 
 
 def _builtin(flow_id: str):
-    return cbweb.builtin_flow() if flow_id == cbweb.BUILTIN_ID else None
+    return cbweb.builtin_for(flow_id)
+
+
+def _callback_flow(svc: Services, record: dict):
+    """The flow a callback call runs: the queue's callback flow, or when it is not loaded the
+    built-in greeting in the language of the flow the callback was booked from."""
+    flow_id = record.get("flow") or "callback"
+    flow = svc.registry.get(flow_id)
+    if flow is None:
+        log.error("flow '%s' is not loaded: the callback call uses the built-in greeting", flow_id)
+        origin = svc.registry.get(record.get("origin_flow") or "")
+        flow = cbweb.builtin_flow(origin.language if origin is not None else "en-US")
+    return flow
 
 
 def _process_later(svc: Services, sid: str, event: E.RecordingDone, records: list[dict], flow) -> None:
@@ -429,17 +459,19 @@ def request_answered() -> Response:
 def whisper() -> Response:
     """Played to the agent who answers a transfer, before the caller is connected."""
     parent = request.args.get("call", "")
-    text = "Incoming support call."
+    text, flow = None, None
     try:
         svc = _services()
         state, _, _ = svc.calls.load(parent)
-        if state and state.get("whisper"):
-            text = state["whisper"]
+        if state:
+            flow = svc.registry.get(state.get("flow") or "") or _builtin(state.get("flow") or "")
+            text = state.get("whisper")
         if state and state.get("callback") and svc.callbacks is not None:
             cbweb.connected(svc.callbacks, state["callback"])  # the agent answered a callback call
     except Exception:  # the agent still gets the call, just without the summary
         log.exception("whisper for %s: could not read call state", parent)
-    return _twiml(twiml.text(text, hangup=False))
+    lang, voice = _speaking(flow or _flow_called())
+    return _twiml(twiml.text(text or lang.say(S.WHISPER_DEFAULT), hangup=False, lang=lang, voice=voice))
 
 
 @webhook("/status")
@@ -577,7 +609,8 @@ def fallback_done() -> Response:
     if form.get("RecordingUrl"):
         log.error("call %s left a message while the system was failing: %s",
                   form.get("CallSid"), form.get("RecordingUrl"))
-    return _twiml(twiml.text("Thank you. We will call you back. Goodbye."))
+    lang, voice = _speaking(_flow_called())
+    return _twiml(twiml.text(lang.say(S.WILL_CALL_BACK), lang=lang, voice=voice))
 
 
 # -- callback calls (placed by callbacks/dispatch.py) -------------------------------------------
@@ -602,16 +635,19 @@ def callback_answered() -> Response:
         verdict, record = cbweb.answer_leg(svc.callbacks, callback_id, attempt, form)
     except Exception:  # Redis trouble: apologise; the status callback settles the attempt
         log.exception("callback %s: answered, but the callback could not be read", callback_id)
-        return _twiml(twiml.text("Sorry, we're having technical difficulties. We'll call you back soon."))
+        lang, voice = _speaking(_flow_called())
+        return _twiml(twiml.text(lang.say(S.CALL_BACK_SOON), lang=lang, voice=voice))
     if verdict != "run":
         log.info("callback %s attempt %s: %s, hanging up", callback_id, attempt,
                  "an answering machine" if verdict == "machine" else "not the current attempt")
         return _twiml(twiml.hangup())
     caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
-    context = cbweb.leg_context(svc.callbacks, record)
+    flow = _callback_flow(svc, record)
+    lang = language(flow.language)
+    context = cbweb.leg_context(svc.callbacks, record, lang, lang.country or svc.config.default_region)
     return _advance(form, lambda state: E.CallStarted(
         form.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,
-        parent_call_sid=record.get("call_sid"), callback=context), flow_id=record.get("flow") or "callback")
+        parent_call_sid=record.get("call_sid"), callback=context), flow_id=flow.id)
 
 
 @webhook("/callback/status")

@@ -95,8 +95,8 @@ def test_a_new_kind_is_loaded_checked_drawn_and_run(rating_kind):
 
     ctx = Context(now=OPEN, propagate=True)
     r = run(flow, None, E.CallStarted("CA1", "+14155550100", "+15005550006"), ctx)
-    assert r.actions == [A.Gather(prompts=(A.Say("How did we do? Press 1 to 5.", None, "en-US"),),
-                                  input=("dtmf",), num_digits=1)]
+    asked = A.Say("How did we do? Press 1 to 5.", "Polly.Joanna-Neural", "en-US")  # en-US's voice
+    assert r.actions == [A.Gather(prompts=(asked,), input=("dtmf",), num_digits=1)]
     late = run(flow, r.state, E.QueueWait(1, 30), ctx)  # an event out of place: asked again
     assert late.actions == r.actions and late.steps[0]["event"] == "unexpected"
     r = run(flow, late.state, E.Digits("4"), ctx)

@@ -46,6 +46,8 @@ nodes:
 """
 CALLER = {"known": True, "customer_id": "C 1/../admin", "first_name": "Ada"}
 
+VOICE = "Polly.Joanna-Neural"  # en-US's voice in the catalogue, for flows that name none
+
 
 @pytest.fixture
 def flow():
@@ -69,7 +71,7 @@ def test_the_engine_asks_for_the_request_and_waits(flow):
     assert req.method == "GET" and req.timeout == 2 and req.node == "look"
     # the secret stays a marker for the shell to fill in; other values are rendered
     assert dict(req.headers) == {"Authorization": "Bearer ~ivrsecret~SHOP_TOKEN~", "X-Caller": "+14155550100"}
-    assert req.prompts == (A.Say("One moment while I look that up.", None, "en-US"),)
+    assert req.prompts == (A.Say("One moment while I look that up.", VOICE, "en-US"),)
     [step] = r.steps
     assert step["event"] == "enter" and step["action"] == "request"
     assert step["detail"] == {"method": "GET", "host": "api.example.com",
@@ -117,7 +119,7 @@ def test_a_slow_answer_logs_the_prompt_the_caller_heard(flow):
 def test_still_waiting_says_the_hold_prompt_and_keeps_waiting(flow):
     r, req = started(flow)
     more = run(flow, r.state, E.RequestWaiting(req.id), ctx())
-    assert more.actions == [A.AwaitRequest(req.id, (A.Say("Still looking, thank you for waiting.", None,
+    assert more.actions == [A.AwaitRequest(req.id, (A.Say("Still looking, thank you for waiting.", VOICE,
                                                           "en-US"),))]
     assert more.state["wait"] is Wait.REQUEST and more.steps[0]["event"] == "request_wait"
     done = run(flow, more.state, E.RequestDone(req.id, 200, '{"status": "shipped"}'), ctx())
@@ -169,7 +171,7 @@ def test_own_prompts_replace_the_defaults_and_an_empty_one_is_silence(flow):
     text = FLOW.replace("      log: [url]\n", '      say: "Let me check."\n      hold: ""\n')
     own = load_flow_text(text, "shop.yaml")
     r, req = started(own)
-    assert req.prompts == (A.Say("Let me check.", None, "en-US"),)
+    assert req.prompts == (A.Say("Let me check.", VOICE, "en-US"),)
     assert run(own, r.state, E.RequestWaiting(req.id), ctx()).actions == [A.AwaitRequest(req.id, ())]
 
 

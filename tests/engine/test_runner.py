@@ -118,7 +118,7 @@ def test_low_confidence_is_confirmed_before_routing(all_kinds):
         return Match("billing", 0.3)
 
     r2 = run(all_kinds, r.state, E.Speech("something about bills", 0.7), ctx(match=unsure))
-    assert "I think you want billing. Is that right?" in r2.said
+    assert "I think you're calling about billing. Is that right?" in r2.said
     assert r2.state["wait"] == "confirm"
     yes = run(all_kinds, r2.state, E.Speech("yes please", 0.9), ctx(match=unsure))
     assert yes.actions[-1] == A.Enqueue("billing")
@@ -385,7 +385,7 @@ nodes:
     r = run(flow, None, E.CallStarted("CA12", None, None, {}), ctx())
     m = ctx(match=lambda f, t: Match("refund", 0.6))
     r = run(flow, r.state, E.Speech("money back please", 0.7), m)
-    assert "I think you want refund" in r.said
+    assert "I think you're calling about refund" in r.said
     no = run(flow, r.state, E.Speech("no", 0.9), m)
     assert no.steps[-1]["event"] == "reprompt" and no.state["tries"] == {"no_match": 1}
     yes = run(flow, r.state, E.Digits("1"), m)

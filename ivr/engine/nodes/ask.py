@@ -7,13 +7,14 @@ from typing import Any
 
 from ivr.flows.nodes.ask import AskNode
 from ivr.flows.prompts import announcements
+from ivr.i18n import sentences as S
 
 from .. import actions as A
 from .. import events as E
 from ..context import Match
 from ..kind import STOP, NodeKind
 from ..states import Wait
-from ..wording import NO_WORDS, NOT_HEARD, NOT_UNDERSTOOD, YES_WORDS
+from ..wording import yes_no, yes_no_hints
 
 
 def enter(run, node: AskNode):
@@ -23,7 +24,7 @@ def enter(run, node: AskNode):
 
 def ask(run, node: AskNode, before: list, log: bool = True, event: str = "enter") -> None:
     prompts = before + run.speak(node.prompt)
-    prompts += [run.say_text(t) for t in announcements(node)]
+    prompts += [run.say_text(t) for t in announcements(node, run.flow.language)]
     run.actions.append(A.Gather(
         prompts=tuple(prompts), input=inputs(run, node), num_digits=node.num_digits or _digits(node),
         timeout=node.timeout, speech_timeout=node.speech_timeout,
@@ -88,11 +89,9 @@ def on_answer(run, node: AskNode, event: E.Event) -> None:
         log_input(run, node, event, match=found, detail={"confirm": choice.goto})
         s["confirm"] = {"intent": found.intent, "choice": node.choices.index(choice),
                         "text": event.text}
-        label = found.intent.replace("_", " ")
-        question = run.say_text(f"I think you want {label}. Is that right? Say yes or press 1. "
-                                "Say no or press 2.")
+        question = run.say(S.CONFIRM_CHOICE, label=choice.label or found.intent.replace("_", " "))
         run.actions.append(A.Gather(prompts=(question,), input=inputs(run, node), num_digits=1,
-                                    timeout=node.timeout, hints=("yes", "no"),
+                                    timeout=node.timeout, hints=yes_no_hints(run.lang),
                                     language=run.flow.language))
         s["wait"] = Wait.CONFIRM
         return
@@ -112,13 +111,7 @@ def choose(run, node: AskNode, event: E.Event, choice, found: Match | None = Non
 
 def on_confirm(run, node: AskNode, event: E.Event) -> None:
     pending = run.state.pop("confirm", None) or {}
-    yes = False
-    if isinstance(event, E.Digits):
-        yes = event.digits == "1"
-    elif isinstance(event, E.Speech):
-        text = " ".join(event.text.lower().replace(",", " ").replace(".", " ").split())
-        yes = text in YES_WORDS or (bool(set(text.split()) & YES_WORDS)
-                                    and not set(text.split()) & NO_WORDS)
+    yes = yes_no(event, run.lang) == "yes"
     run.step(node, "confirm", digits=getattr(event, "digits", None),
              speech=getattr(event, "text", None), intent=pending.get("intent"),
              detail={"confirmed": yes})
@@ -169,7 +162,7 @@ def retry(run, node: AskNode, why: str, logged: bool = False) -> None:
         run.goto(target)
         return
     sorry = run.speak(handler.say) if handler.say else [
-        run.say_text(NOT_HEARD if why == "no_input" else NOT_UNDERSTOOD)]
+        run.say(S.NOT_HEARD if why == "no_input" else S.NOT_UNDERSTOOD)]
     if not logged:
         run.step(node, why, detail={"try": tries[why]})
     ask(run, node, sorry, event="reprompt")

@@ -4,15 +4,14 @@ their position and wait, and may be offered a callback (ivr.engine.callback_dial
 from __future__ import annotations
 
 from ivr.flows.nodes.queue import QueueNode
+from ivr.i18n import sentences as S
 
 from .. import actions as A
 from .. import callback_dialogue
 from .. import events as E
 from ..kind import STOP, NodeKind
 from ..states import Outcome, Wait
-from ..wording import duration, whole
-
-WAIT_IS = "Your estimated wait is {wait}."
+from ..wording import whole
 
 
 def enter(run, node: QueueNode):
@@ -42,17 +41,17 @@ def on_wait(run, node: QueueNode, event: E.QueueWait) -> None:
     # Our line also holds callbacks, which Twilio's queue position does not count.
     position = est.position if est is not None else event.position
     if node.announce_position and position:
-        text = "You are next in line." if position == 1 else f"You are number {position} in line."
-        said.append(run.say_text(text))
+        said.append(run.say(S.NEXT_IN_LINE) if position == 1 else run.say(S.POSITION, position=position))
     if node.announce_wait and est is not None and est.wait_s is not None:
-        said.append(run.say_text(WAIT_IS.format(wait=duration(est.wait_s))))
+        said.append(run.say(S.WAIT_IS, wait=run.lang.duration(est.wait_s)))
     said += run.speak(node.wait_say)
     offer = callback_dialogue.offer(run, node, est)
     if offer is not None:
         if node.wait_play:
             offer.append(A.Play(node.wait_play))
         run.actions += said
-        run.actions.append(A.OfferCallback(tuple(offer), node.callback.key, node.callback.phrases,
+        run.actions.append(A.OfferCallback(tuple(offer), node.callback.key,
+                                           callback_dialogue.phrases(run, node.callback),
                                            run.flow.language, run.yes_no_inputs()))
         said += offer
     else:

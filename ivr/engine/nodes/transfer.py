@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ivr.errors import FlowRuntimeError
 from ivr.flows.nodes.transfer import TransferNode
+from ivr.i18n import sentences as S
 from ivr.phone import normalize
 
 from .. import actions as A
@@ -44,20 +45,22 @@ def whisper(run, node: TransferNode) -> str:
         return run.render(template)
     s = run.state
     c = s["caller"]
-    if c.get("known"):
-        who = c.get("full_name") or c.get("first_name") or "a known caller"
-        if c.get("customer_id"):
-            who += f", customer {' '.join(str(c['customer_id']))}"
+    lang = run.lang
+    name = c.get("full_name") or c.get("first_name")
+    if c.get("known") and name and c.get("customer_id"):
+        who = lang.say(S.WHISPER_CUSTOMER, name=name, customer=" ".join(str(c["customer_id"])))
+    elif c.get("known"):
+        who = name or lang.say(S.WHISPER_KNOWN)
     elif s["from"]:
-        who = f"an unrecognised caller from {' '.join(s['from'].lstrip('+'))}"
+        who = lang.say(S.WHISPER_UNKNOWN, number=lang.phone(s["from"], run.region) or s["from"])
     else:
-        who = "a caller with a withheld number"
-    parts = [f"Call from {who}."]
+        who = lang.say(S.WHISPER_WITHHELD)
+    parts = [lang.say(S.WHISPER_FROM, caller=who)]
     if s.get("intent"):
-        parts.append(f"Calling about {s['intent'].replace('_', ' ')}.")
+        parts.append(lang.say(S.WHISPER_ABOUT, intent=s["intent"].replace("_", " ")))
     for k, v in s["vars"].items():
         if v not in (None, "") and not isinstance(v, (dict, list)):  # an API's whole answer is not read out
-            parts.append(f"{k.replace('_', ' ')}: {v}.")
+            parts.append(lang.say(S.WHISPER_VALUE, name=k.replace("_", " "), value=v))
     return " ".join(parts)
 
 
@@ -70,8 +73,7 @@ def on_ended(run, node: TransferNode, event: E.TransferEnded) -> None:
     elif node.next:
         run.goto(node.next)
     else:
-        run.actions += [run.say_text("Sorry, nobody could take your call. Please try again later."),
-                        A.Hangup()]
+        run.actions += [run.say(S.NOBODY_AVAILABLE), A.Hangup()]
         run.state["wait"] = Wait.ENDED
         run.state["outcome"] = Outcome.FAILED
 

@@ -8,6 +8,8 @@ the flow language knows about a kind is in its module, as one `NodeKind` (see ki
 - what the loader checks once every node is built (targets, intents, hours);
 - what the checker says about it in the whole graph (dead ends, silence, menus);
 - where a caller goes from it, for the time-to-destination report;
+- the catalogue sentences it says when the flow gives no words of its own (`speaks`), so
+  `ivr flows check` can name those a flow's language lacks;
 - how the diagrams draw it.
 
 The loader, the checker and the diagrams look a node's kind up in `KINDS` instead of

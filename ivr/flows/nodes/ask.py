@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ivr.errors import suggest
+from ivr.i18n import sentences as S
 
 from ..model import Flow, Node, Prompt
 from ..prompts import announcement, prompt_seconds, text_seconds
@@ -45,6 +46,7 @@ class AskNode(Node):
     save_as: str | None = None
     confirm_below: float | None = None
     escape: str | None = None  # the flow's escape node, filled in by the loader
+    language: str = "en-US"  # the flow's, for its announcements' words
 
     def exits(self) -> tuple[str | None, str | None]:
         """Where the caller goes after the last retry on silence and on no match."""
@@ -98,7 +100,7 @@ def load(b, raw: RawNode) -> AskNode:
         timeout=v.get("timeout", 5), speech_timeout=v.get("speech_timeout", "auto"),
         retries=v.get("retries", 2), no_input=handler("no_input"), no_match=handler("no_match"),
         save_as=v.get("save_as"), confirm_below=v.get("confirm_below", settings.confirm_below),
-        escape=settings.escape,
+        escape=settings.escape, language=raw.language,
     )
 
 
@@ -169,7 +171,7 @@ def exits(node: AskNode, wpm: int, mode: str, speech: bool) -> list[Exit]:
     out = []
     spoken = 0.0
     for c in node.choices:
-        text = announcement(c) if node.announce else None
+        text = announcement(c, node.language) if node.announce else None
         if text:
             spoken += text_seconds(text, wpm)
         if mode == "keypad" and c.key is not None and "dtmf" in node.input:
@@ -179,6 +181,21 @@ def exits(node: AskNode, wpm: int, mode: str, speech: bool) -> list[Exit]:
     if node.next:
         out.append(Exit("answer", node.next, heard, 1))
     return out
+
+
+def speaks(flow: Flow, node: AskNode):
+    """The catalogue's sentences a menu says when the flow gives no words of its own."""
+    if not node.no_input.say:
+        yield S.NOT_HEARD, ("no_input", "say")
+    if not node.no_match.say:
+        yield S.NOT_UNDERSTOOD, ("no_match", "say")
+    if node.announce and any(c.key is not None and c.label for c in node.choices):
+        yield S.MENU_CHOICE, ("announce",)
+        if any(k in (c.key or "") for c in node.choices for k in "*#"):
+            yield from ((S.KEY_STAR, ("announce",)), (S.KEY_POUND, ("announce",)))
+    if "speech" in node.input and flow.settings.speech != "off" and any(c.intent for c in node.choices):
+        yield from ((S.CONFIRM_CHOICE, ("choices",)), (S.YES_WORDS, ("choices",)),
+                    (S.NO_WORDS, ("choices",)))
 
 
 def label(flow: Flow, node: AskNode) -> str:
@@ -231,6 +248,6 @@ CHOICE = {
 }
 
 KIND = NodeKind("ask", AskNode, SCHEMA, load, defs={"handler": HANDLER, "choice": CHOICE},
-                resolve=resolve, check=check, exits=exits, waits=True,
+                resolve=resolve, check=check, exits=exits, speaks=speaks, waits=True,
                 intents=lambda node: [c.intent for c in node.choices if c.intent], mermaid=("{{", "}}"),
                 dot="hexagon", label=label)

@@ -34,6 +34,7 @@ class RawNode(NamedTuple):
     path: tuple  # ("nodes", id), for positions
     common: dict  # the Node fields every kind has: id, kind, line, next, description
     settings: Settings
+    language: str = "en-US"  # the flow's
 
     @property
     def key_path(self) -> tuple:

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ivr.i18n import sentences as S
+
 from ..model import Flow, Node, Prompt, SayText
 from .kind import PROMPT, NodeKind, RawNode
 
@@ -17,7 +19,7 @@ class CallbackOffer:
 
     offer_after: int = 120  # seconds of estimated wait above which the offer is made
     key: str = "1"
-    phrases: tuple[str, ...] = ("call me back", "call back", "callback")
+    phrases: tuple[str, ...] = ()  # empty: the flow language's ("call me back", "rappelez-moi"...)
     offer: Prompt = ()  # empty: the engine's default wording, which names the key
     confirm: Prompt = ()
     enter_number: Prompt = ()
@@ -77,7 +79,7 @@ def _callback_offer(b, path: tuple, v: Any) -> CallbackOffer:
     reason = v.get("reason")
     offer = CallbackOffer(
         offer_after=v.get("offer_after", 120), key=key,
-        phrases=tuple(p.lower() for p in v.get("phrases", CallbackOffer.phrases)),
+        phrases=tuple(p.lower() for p in v.get("phrases", ())),
         offer=b.prompt(path + ("offer",), v.get("offer")),
         confirm=b.prompt(path + ("confirm",), v.get("confirm")),
         enter_number=b.prompt(path + ("enter_number",), v.get("enter_number")),
@@ -101,6 +103,36 @@ def check(c, node: QueueNode) -> None:
     if not node.next:
         c.at(node, f"callers who leave queue '{node.name}' without reaching an agent are cut off: "
              "add 'next' (e.g. voicemail)", "warning", "dead-end")
+
+
+def speaks(flow: Flow, node: QueueNode):
+    """The catalogue's sentences a queue says while the caller holds and when it offers a
+    callback, where the flow gives no words of its own."""
+    if node.announce_position:
+        yield from ((S.NEXT_IN_LINE, ("announce_position",)), (S.POSITION, ("announce_position",)))
+    durations = (S.LESS_THAN_A_MINUTE, S.ABOUT_A_MINUTE, S.ABOUT_MINUTES, S.ABOUT_HOURS)
+    if node.announce_wait:
+        yield S.WAIT_IS, ("announce_wait",)
+        yield from ((d, ("announce_wait",)) for d in durations)
+    offer = node.callback
+    if offer is None:
+        return
+    at = ("callback",)
+    for field, sentence in (("offer", S.CALLBACK_OFFER), ("confirm", S.CONFIRM_NUMBER),
+                            ("enter_number", S.ENTER_NUMBER), ("read_back", S.READ_BACK),
+                            ("booked", S.BOOKED)):
+        if not getattr(offer, field):
+            yield sentence, at + (field,)
+    if offer.reason == ():
+        yield S.ASK_REASON, at + ("reason",)
+    if not offer.phrases:
+        yield S.CALL_ME_BACK_WORDS, at + ("phrases",)
+    if offer.key in "*#":
+        yield (S.KEY_STAR if offer.key == "*" else S.KEY_POUND), at + ("key",)
+    for sentence in (S.NOT_A_NUMBER, S.BACK_IN_LINE, S.NO_CALLING_TIME, S.NOT_HEARD, S.NOT_UNDERSTOOD,
+                     S.YES_WORDS, S.NO_WORDS, S.PHONE_DIGITS, S.FROM_ABROAD, S.IN_A_MOMENT,
+                     S.IN_DURATION, S.AS_SOON_AS_FREE, *durations):
+        yield sentence, at
 
 
 def label(flow: Flow, node: QueueNode) -> str:
@@ -152,8 +184,9 @@ CALLBACK_OFFER = {
                     "type": "array",
                     "items": {"type": "string", "minLength": 1},
                     "minItems": 1,
-                    "description": "What callers may say to ask for a callback (default: call me back, "
-                                   "call back, callback).",
+                    "description": "What callers may say to ask for a callback (default: the flow "
+                                   "language's words, e.g. call me back, call back, callback; "
+                                   "rappelez-moi... in French).",
                 },
                 "offer": {
                     "$ref": "#/$defs/prompt",
@@ -218,5 +251,6 @@ CALLBACK_OFFER = {
 }
 
 KIND = NodeKind("queue", QueueNode, SCHEMA, load, defs={"callback_offer": CALLBACK_OFFER}, check=check,
+                speaks=speaks,
                 destination=lambda node: f"queue {node.name}", reaches_a_person=True, waits=True,
                 mermaid=("[[", "]]"), dot="box3d", label=label)

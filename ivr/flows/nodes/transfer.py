@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ivr.i18n import sentences as S
+
 from ..model import Flow, Node, Prompt
 from .kind import PROMPT, NodeKind, RawNode
 
@@ -37,6 +39,18 @@ def check(c, node: TransferNode) -> None:
              "'next' (e.g. voicemail or a queue)", "warning", "dead-end")
 
 
+def speaks(flow: Flow, node: TransferNode):
+    """The whisper the agent hears, unless the node or the flow writes its own, and the
+    apology when nobody answers and the node has no `next`."""
+    if not (node.whisper or flow.whisper):
+        for sentence in (S.WHISPER_FROM, S.WHISPER_KNOWN, S.WHISPER_CUSTOMER, S.WHISPER_UNKNOWN,
+                         S.WHISPER_WITHHELD, S.WHISPER_ABOUT, S.WHISPER_VALUE, S.PHONE_DIGITS,
+                         S.FROM_ABROAD):
+            yield sentence, ("whisper",)
+    if not node.next:
+        yield S.NOBODY_AVAILABLE, ()
+
+
 def label(flow: Flow, node: TransferNode) -> str:
     return node.to
 
@@ -57,6 +71,6 @@ SCHEMA = {"anyOf": [
     },
 ]}
 
-KIND = NodeKind("transfer", TransferNode, SCHEMA, load, check=check,
+KIND = NodeKind("transfer", TransferNode, SCHEMA, load, check=check, speaks=speaks,
                 destination=lambda node: f"transfer to {node.to}", reaches_a_person=True, waits=True,
                 mermaid=("[[", "]]"), dot="box3d", label=label)
