@@ -112,7 +112,7 @@ def new_state(event: E.CallStarted, flow: Flow, now: datetime) -> dict:
 class _HoursView:
     """`hours.support.open` in templates, computed only when a template asks."""
 
-    def __init__(self, hours: dict, now: datetime, language: str):
+    def __init__(self, hours: dict, now: datetime, language: Language):
         self._hours, self._now, self._language = hours, now, language
 
     def __getattr__(self, name: str):
@@ -158,7 +158,7 @@ class Run:
             "intent": s["intent"],
             "call": {"from": s["from"], "to": s["to"], "sid": s["sid"]},
             "flow": self.flow.id,
-            "hours": _HoursView(self.flow.hours, self.ctx.now, self.flow.language),
+            "hours": _HoursView(self.flow.hours, self.ctx.now, self.lang),
             "callback": {**(s.get("callback") or {}), **self.cbv},
             # how the last `request:` went: request.status, request.ok, request.error
             "request": s.get("last_req") or {},
@@ -187,8 +187,9 @@ class Run:
 
     @property
     def lang(self) -> Language:
-        """The language the call speaks now: its flow's (a goto_flow may change it)."""
-        return language(self.flow.language)
+        """The language the call speaks now: its flow's (a goto_flow may change it), with the
+        flow's own words for some sentences (`messages:`)."""
+        return language(self.flow.language, self.flow.messages)
 
     @property
     def region(self) -> str:

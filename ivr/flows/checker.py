@@ -138,7 +138,7 @@ def sentences(flow: Flow) -> list[tuple[object, tuple]]:
 def untranslated(flow: Flow) -> list[Problem]:
     """Warnings for a flow not in English that would say sentences its language's catalogue
     does not translate (the caller would hear them in English), naming each one."""
-    lang = language(flow.language)
+    lang = language(flow.language, flow.messages)
     if lang.english:
         return []
     missing: dict[object, tuple] = {}
@@ -147,8 +147,9 @@ def untranslated(flow: Flow) -> list[Problem]:
             missing.setdefault(message, path)
     if not missing:
         return []
+    names = {m: name for name, m in S.by_name().items()}
     how = (f"translate it in ivr/i18n/locales/{lang.code}/LC_MESSAGES/messages.po (or a catalogue "
-           "in IVR_LOCALES_DIR), or give the flow its own words here")
+           "in IVR_LOCALES_DIR), or give the flow its own words here or in messages.{name}")
     if not lang.chain:
         names = [f'"{m.msgid}"' for m in missing]
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
@@ -159,7 +160,8 @@ def untranslated(flow: Flow) -> list[Problem]:
                                     code="untranslated")]
     return [flow.source.problem(path, f"callers of this '{flow.language}' flow would hear "
                                 f"\"{message.msgid}\" in English: the '{lang.code}' catalogue has no "
-                                f"translation of it; {how}", severity="warning", code="untranslated")
+                                f"translation of it; {how.format(name=names.get(message, '?'))}",
+                                severity="warning", code="untranslated")
             for message, path in missing.items()]
 
 

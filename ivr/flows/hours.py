@@ -32,6 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from ivr.errors import IvrError
+from ivr.i18n import Language
 from ivr.i18n import language as spoken_in
 
 __all__ = ["BusinessHours", "Holiday", "HoursError", "parse_hours"]
@@ -118,7 +119,7 @@ class BusinessHours:
                     return opening
         return None
 
-    def describe_next_open(self, at: dt.datetime, language: str = "en-US") -> str:
+    def describe_next_open(self, at: dt.datetime, language: str | Language = "en-US") -> str:
         """The next opening in words a caller hears, in the flow's language: "at 1 PM",
         "tomorrow at 8 AM", "Monday at 9 AM", "Monday, January 4 at 9 AM" ("demain à 8 h",
         "lundi à 9 h" in French).
@@ -130,7 +131,8 @@ class BusinessHours:
         opening = self.next_open(local)
         if opening is None:
             return ""
-        return spoken_in(language).next_time(opening, local)
+        lang = language if isinstance(language, Language) else spoken_in(language)
+        return lang.next_time(opening, local)
 
     def _local(self, at: dt.datetime) -> dt.datetime:
         if at.tzinfo is None or at.utcoffset() is None:

@@ -19,6 +19,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from ivr.errors import FlowError, Problem, suggest
+from ivr.i18n import sentences
+from ivr.i18n.catalogue import EXTRA_VALUES, placeholders
+from ivr.i18n.language import overrides
 from speech.normalize import normalize
 
 from . import directory_api, templates
@@ -309,6 +312,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         directory=d["directory"] if isinstance(d.get("directory"), str) else None,
         directory_api=directory_api.load(b, d["directory"]) if isinstance(d.get("directory"), dict) else None,
         whisper=b.template(("whisper",), d["whisper"]) if d.get("whisper") else None,
+        messages=_messages(b, d.get("messages") or {}),
         hours=hours,
         intents=intents,
         settings=settings,
@@ -329,6 +333,30 @@ def _build_node(b: Builder, node_id: str, body: dict, settings: Settings, langua
     common = dict(id=node_id, kind=kind, line=line, next=body.get("next"),
                   description=body.get("description", ""))
     return KINDS[kind].load(b, RawNode(node_id, kind, body, body[kind], path, common, settings, language))
+
+
+def _messages(b: Builder, given: dict) -> tuple[tuple[str, str], ...]:
+    """`messages:` the flow's own words for catalogue sentences, by name, with no placeholder
+    the sentence does not have."""
+    names = sentences.by_name()
+    found = {}
+    for name, text in given.items():
+        message = names.get(name)
+        if message is None:
+            b.error(("messages", name), f"no sentence is called '{name}'{suggest(name, names)}; the "
+                    "names are those of ivr/i18n/sentences.py in lower case", code="unknown-message",
+                    key=True)
+            continue
+        allowed = (placeholders(message.msgid) | placeholders(message.plural or "")
+                   | ({"n"} if message.plural else set()) | EXTRA_VALUES.get(message.context or "", set()))
+        extra = placeholders(text) - allowed
+        if extra:
+            b.error(("messages", name), f"'{name}' has no {{{sorted(extra)[0]}}}; it may use "
+                    f"{', '.join('{' + p + '}' for p in sorted(allowed)) or 'no placeholder'}",
+                    code="bad-placeholder")
+            continue
+        found[message] = text
+    return overrides(found)
 
 
 def _flow_callbacks(b: Builder, v: dict | None) -> FlowCallbacks:

@@ -86,6 +86,8 @@ class Flow:
     directory: str | None = None  # a CSV file or a database table
     directory_api: Any = None  # ivr.flows.directory_api.DirectoryApi: a directory served over HTTP
     whisper: str | None = None
+    # its own words for catalogue sentences: ((catalogue key, text), ...), see ivr.i18n
+    messages: tuple[tuple[str, str], ...] = ()
     hours: dict[str, Any] = field(default_factory=dict)  # name -> ivr.flows.hours.BusinessHours
     intents: dict[str, Intent] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ivr.i18n import language
+from ivr.i18n import Language, language
 from ivr.i18n import sentences as S
 
 from .model import Pause, PlayAudio, Prompt, SayText
@@ -17,19 +17,19 @@ UNKNOWN_AUDIO_SECONDS = 5.0  # assumed length of an audio file whose `seconds` i
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
-def announcement(choice: Choice, tag: str = "en-US") -> str | None:
+def announcement(choice: Choice, lang: Language | str = "en-US") -> str | None:
     """'For billing, press 1.' (the label first, so callers know whether to listen for the
     key), in the flow's language: 'Pour la facturation, tapez 1.'"""
     if choice.key is None or not choice.label:
         return None
-    lang = language(tag)
+    lang = lang if isinstance(lang, Language) else language(lang)
     return lang.say(S.MENU_CHOICE, label=choice.label, keys=lang.keys(choice.key))
 
 
-def announcements(node: AskNode, tag: str = "en-US") -> list[str]:
+def announcements(node: AskNode, lang: Language | str = "en-US") -> list[str]:
     if not node.announce:
         return []
-    return [a for a in (announcement(c, tag) for c in node.choices) if a]
+    return [a for a in (announcement(c, lang) for c in node.choices) if a]
 
 
 def words(text: str) -> int:

@@ -20,8 +20,10 @@ Adding a sentence callers or agents hear
    role). Placeholders are `{name}`; a count that chooses the plural is `{n}`. A comment
    starting `Translators:` just above it goes into the catalogue for the translator.
 2. Say it: `run.lang.say(S.MY_SENTENCE, name=...)` in the engine (`run.say(...)` makes the
-   <Say>), `language(tag).say(...)` elsewhere. If the flow can replace it with its own
-   words, keep doing what the other defaults do: `run.speak(node.x) or [run.say(...)]`.
+   <Say>), `language(flow.language, flow.messages).say(...)` elsewhere. A flow can then
+   say it in its own words with `messages: {my_sentence: ...}`; where a node has a field
+   for those words, keep doing what the other defaults do: `run.speak(node.x) or
+   [run.say(...)]`.
 3. If a node kind says it by default, name it in that kind's `speaks` (ivr/flows/nodes),
    so `ivr flows check` can tell operators when their language lacks it.
 4. Refresh the catalogues from the repository's root, then translate the new entries in

@@ -26,9 +26,11 @@ KEY_NAMES = {"*": S.KEY_STAR, "#": S.KEY_POUND}
 class Language:
     """What a call in one language (a tag such as "fr-FR") says."""
 
-    def __init__(self, tag: str, chain: list[gettext.GNUTranslations]):
+    def __init__(self, tag: str, chain: list[gettext.GNUTranslations],
+                 overrides: tuple[tuple[str, str], ...] = ()):
         self.tag = tag
         self.chain = chain
+        self.overrides = dict(overrides)  # a flow's own words: {catalogue key: text}
         names = tag_to_locales(tag)
         self.code = names[-1] if names else "en"  # "fr"
         self.english = self.code == "en"
@@ -43,6 +45,8 @@ class Language:
         """The message's words in this language, placeholders unfilled (English when it has
         no translation)."""
         k = key(message)
+        if k in self.overrides:
+            return self.overrides[k]
         for t in self.chain:
             if message.plural is None:
                 found = t._catalog.get(k)  # noqa: SLF001
@@ -69,7 +73,7 @@ class Language:
 
     def has(self, message: Message) -> bool:
         """Whether this language says the message in its own words (English always does)."""
-        return self.english or translated(self.chain, message)
+        return self.english or key(message) in self.overrides or translated(self.chain, message)
 
     def words(self, phrase: Message) -> tuple[str, ...]:
         """A list of words from the catalogue ("yes, yeah, ..."), lower case."""
@@ -194,11 +198,18 @@ def _locale(names: list[str]) -> Locale:
     return Locale.parse("en")
 
 
-@lru_cache(maxsize=64)
-def language(tag: str | None) -> Language:
-    """The language a flow's `language` tag names ("fr-FR"); English for None or ""."""
+@lru_cache(maxsize=256)
+def language(tag: str | None, overrides: tuple[tuple[str, str], ...] = ()) -> Language:
+    """The language a flow's `language` tag names ("fr-FR"); English for None or "".
+    `overrides` are a flow's own words for some messages ((catalogue key, text) pairs, see
+    `overrides`), said instead of the catalogue's."""
     tag = (tag or "en-US").strip() or "en-US"
-    return Language(tag, translations_for(tag))
+    return Language(tag, translations_for(tag), overrides)
+
+
+def overrides(messages: dict[Message, str]) -> tuple[tuple[str, str], ...]:
+    """A flow's `messages:` as `language` takes them."""
+    return tuple(sorted((key(m), text) for m, text in messages.items()))
 
 
 def clear_cache() -> None:

@@ -7,7 +7,7 @@ the docstring of ivr.i18n. Placeholders are {name}; {n} chooses a plural.
 
 from __future__ import annotations
 
-from .catalogue import Phrase, Sentence, Setting
+from .catalogue import Message, Phrase, Sentence, Setting
 
 # -- what each language chooses ------------------------------------------------------------
 
@@ -170,3 +170,9 @@ LEAVE_A_MESSAGE_CALL_BACK = Sentence("Please leave a message after the tone and 
 WILL_CALL_BACK = Sentence("Thank you. We will call you back. Goodbye.")
 CALL_BACK_SOON = Sentence("Sorry, we're having technical difficulties. We'll call you back soon.")
 MISSING_CALL_ID = Sentence("Sorry, this request is missing its call id.")
+
+
+def by_name() -> dict[str, Message]:
+    """Every message by its name in lower case ("not_heard"), as a flow's `messages:` names it."""
+    return {name.lower(): value for name, value in globals().items()
+            if isinstance(value, (Sentence, Phrase, Setting)) and name.isupper()}

@@ -157,7 +157,9 @@ def _flow_called():
 
 def _speaking(flow) -> tuple[Language, str | None]:
     """The language and voice of a flow (English and Twilio's voice without one)."""
-    return (language(flow.language), flow.voice) if flow is not None else (language(None), None)
+    if flow is None:
+        return language(None), None
+    return language(flow.language, flow.messages), flow.voice
 
 
 @lru_cache(maxsize=64)
@@ -643,7 +645,7 @@ def callback_answered() -> Response:
         return _twiml(twiml.hangup())
     caller = dict(record.get("caller") or {"known": False}, phone=record["number"])
     flow = _callback_flow(svc, record)
-    lang = language(flow.language)
+    lang = language(flow.language, flow.messages)
     context = cbweb.leg_context(svc.callbacks, record, lang, lang.country or svc.config.default_region)
     return _advance(form, lambda state: E.CallStarted(
         form.get("CallSid", ""), record["number"], record.get("line_number") or None, caller,

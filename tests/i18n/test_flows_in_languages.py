@@ -94,11 +94,11 @@ def test_each_sentence_a_language_lacks_is_named_where_the_flow_could_say_it_its
         "line.yaml:9:7: warning: callers of this 'de-DE' flow would hear \"Sorry, I didn't hear anything.\" "
         "in English: the 'de' catalogue has no translation of it; translate it in "
         "ivr/i18n/locales/de/LC_MESSAGES/messages.po (or a catalogue in IVR_LOCALES_DIR), or give the "
-        "flow its own words here",
+        "flow its own words here or in messages.not_heard",
         "line.yaml:13:42: warning: callers of this 'de-DE' flow would hear "
         "\"Your estimated wait is {wait}.\" in English: the 'de' catalogue has no translation of "
         "it; translate it in ivr/i18n/locales/de/LC_MESSAGES/messages.po (or a catalogue in "
-        "IVR_LOCALES_DIR), or give the flow its own words here"]
+        "IVR_LOCALES_DIR), or give the flow its own words here or in messages.wait_is"]
     # the flow's own words for silence: nothing to translate there any more
     text = MENU.format(id="line", language="de-DE", prompt="Hallo.", label="x", bye="y")
     text = text.replace('prompt: "Hallo."', 'prompt: "Hallo."\n      no_input: {say: "Bitte?"}')
@@ -163,3 +163,30 @@ def test_the_built_in_callback_greeting_speaks_the_language_the_callback_was_boo
     call = SimulatedCall(greeting, "+33639980001", now=NOW, caller={"known": True, "first_name": "Camille"})
     assert call.start().said.startswith("Bonjour Camille. Voici le rappel que vous avez demandé.")
     assert builtin_for("callback_builtin").language == "en-US"
+
+
+def test_a_flow_says_any_catalogue_sentence_in_its_own_words(german):
+    text = MENU.format(id="line", language="de-DE", prompt="Hallo.", label="Rechnungen", bye="y")
+    f = load_flow_text(text + """messages:
+  not_heard: "Wie bitte? Ich habe nichts gehört."
+  wait_is: "Sie warten noch {wait}."
+""", "line.yaml", "line")
+    assert warnings(f) == []
+    call = SimulatedCall(f, "Anonymous", now=NOW)
+    call.start()
+    assert call.send(E.NoInput()).said.startswith("Wie bitte? Ich habe nichts gehört. Hallo.")
+
+
+def test_a_flow_s_own_words_must_name_a_sentence_and_its_placeholders():
+    from ivr.errors import FlowError
+
+    text = MENU.format(id="line", language="fr-FR", prompt="Bonjour.", label="x", bye="y")
+    with pytest.raises(FlowError) as bad:
+        load_flow_text(text + """messages:
+  not_herd: "Pardon ?"
+  position: "Vous êtes {rang}e."
+""", "line.yaml", "line")
+    assert [str(p) for p in bad.value.problems] == [
+        "line.yaml:18:3: error: no sentence is called 'not_herd' (did you mean 'not_heard'?); the names "
+        "are those of ivr/i18n/sentences.py in lower case",
+        "line.yaml:19:13: error: 'position' has no {rang}; it may use {position}"]

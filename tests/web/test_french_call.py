@@ -19,14 +19,17 @@ VOICE = "Polly.Lea-Neural"  # the French catalogue's voice for fr-FR
 
 
 def english_sentences() -> list[tuple[str, re.Pattern]]:
-    """Every sentence and phrase of the English catalogue (messages.pot) that has two or
-    more words of its own, as a pattern with its {placeholders} matching anything: the
-    settings and the lists of words callers say are not said."""
+    """Every sentence and phrase of the English catalogue (messages.pot) that calls say
+    (ivr/i18n/sentences.py; the screens' strings are not) and that has two or more words of
+    its own, as a pattern with its {placeholders} matching anything: the settings and the
+    lists of words callers say are not said."""
     with TEMPLATE.open("rb") as f:
         catalog = read_po(f)
     found = []
     for m in catalog:
-        if not m.id or m.context in ("voice", "phone number digits") or (m.context or "").startswith("words"):
+        if not m.id or not any(path == "ivr/i18n/sentences.py" for path, _ in m.locations):
+            continue
+        if m.context in ("voice", "phone number digits") or (m.context or "").startswith("words"):
             continue
         for text in (m.id if isinstance(m.id, tuple) else (m.id,)):
             literal = re.split(r"\{[^{}]*\}", text)

@@ -24,7 +24,7 @@ def enter(run, node: AskNode):
 
 def ask(run, node: AskNode, before: list, log: bool = True, event: str = "enter") -> None:
     prompts = before + run.speak(node.prompt)
-    prompts += [run.say_text(t) for t in announcements(node, run.flow.language)]
+    prompts += [run.say_text(t) for t in announcements(node, run.lang)]
     run.actions.append(A.Gather(
         prompts=tuple(prompts), input=inputs(run, node), num_digits=node.num_digits or _digits(node),
         timeout=node.timeout, speech_timeout=node.speech_timeout,
