@@ -56,7 +56,7 @@ class Config:
     propagate_exceptions: bool = False
     # Callbacks (callbacks/): agents, the agents' HTTP API and the dialling workers.
     agents_file: str = ""  # empty: <flows_dir>/agents.yaml
-    api_token: str = ""  # bearer token for /api/agents and /api/callbacks; empty: API refused
+    api_token: str = ""  # bearer token for /api/agents, /api/callbacks and /metrics; empty: refused
     callback_caller_id: str = ""  # caller ID of callback calls; empty: the number the caller rang
     callback_ring_timeout: int = 25  # seconds a callback call rings before it counts as no answer
     callback_dial_grace: int = 60  # seconds a claimed dial may lack a Twilio call SID before repair

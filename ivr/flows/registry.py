@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -61,6 +61,9 @@ class FlowRegistry:
         self._lock = threading.Lock()
         self._loaded: dict[str, _Loaded] = {}  # by file path
         self._refused: dict[str, str] = {}  # new files that failed: the errors last logged
+        self._failing: dict[str, list[Problem]] = {}  # files whose latest version failed its check
+        # Told the path of each file refused (after it is logged), e.g. to count it for monitoring.
+        self.on_refused: Callable[[str], None] | None = None
         self._cross_said: set[str] = set()  # problems between flows, logged when they appear
         self._numbers: Mapping[str, str] = MappingProxyType({})  # E.164 -> id of the flow answering
         self._checked = 0.0
@@ -92,6 +95,7 @@ class FlowRegistry:
                     self._environment(flow)
                 except FlowError as exc:
                     report.failed[key] = exc.problems
+                    self._failing[key] = exc.problems
                     kept = f"; still serving the version loaded before ({old.flow.digest})" if old else ""
                     errors = "\n".join(str(p) for p in exc.errors)
                     # A number another file holds may be freed by that file's next save: tried
@@ -103,8 +107,11 @@ class FlowRegistry:
                     else:  # tried again each time: what refused it may be another file
                         self._refused[key] = errors
                     log.error("flow file %s failed its check and was NOT loaded%s:\n%s", key, kept, errors)
+                    if self.on_refused is not None:
+                        self.on_refused(key)
                     continue
                 self._refused.pop(key, None)
+                self._failing.pop(key, None)
                 # A renamed file: the flow loaded from its old name gives way to it.
                 for gone in [k for k, v in self._loaded.items()
                              if k != key and v.flow.id == flow.id and not Path(k).exists()]:
@@ -205,6 +212,13 @@ class FlowRegistry:
             if problem not in self._cross_said:  # said once, not at every check of the folder
                 log.log(logging.WARNING if "file gone" in problem else logging.ERROR, "%s", problem)
         self._cross_said = set(problems)
+
+    @property
+    def failing(self) -> Mapping[str, list[Problem]]:
+        """Flow files whose latest version failed its check, with their problems (an older
+        version of such a file may still be serving)."""
+        self.maybe_reload()
+        return MappingProxyType({k: v for k, v in self._failing.items() if Path(k).exists()})
 
     def maybe_reload(self) -> None:
         if time.monotonic() - self._checked >= self.interval:

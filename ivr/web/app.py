@@ -69,6 +69,9 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
     from .messages import bp as messages
 
     app.register_blueprint(messages)  # texts' delivery reports and STOP, under /sms
+    from .metrics import init_app as init_metrics
+
+    init_metrics(app, webhooks=(voice.name, messages.name))  # /metrics, and Twilio's webhooks timed
     from callbacks.api import bp as callbacks_api
 
     app.register_blueprint(callbacks_api)

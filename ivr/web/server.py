@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ivr.config import Config, safe_url
@@ -45,6 +48,29 @@ def _end_worker(server: Any, worker: Any) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
+def _worker_gone(server: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook (in the master): the worker's live gauges leave the metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _metrics_folder() -> tuple[Path, bool]:
+    """Where the workers keep their Prometheus counts (prometheus_client's multiprocess mode):
+    PROMETHEUS_MULTIPROC_DIR when set, emptied of an earlier run's files; else a folder of this
+    server's own. Set before anything makes a metric, so every process counts in it."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):  # counts of a server that is gone would add up with ours
+            old.unlink(missing_ok=True)
+        return folder, False
+    folder = Path(tempfile.mkdtemp(prefix="ivr-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder, True
+
+
 def serve(config: Config, host: str, port: int, workers: int, threads: int = DEFAULT_THREADS,
           app_factory: str = "ivr.web.app:create_app", keepalive: int = 5) -> None:
     """Run the app with gunicorn. Blocks until the server stops.
@@ -79,6 +105,7 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = DEF
                   "the step log waits in Redis until it is back", safe_url(config.effective_database_url),
                   exc.__class__.__name__, exc_info=not isinstance(exc, SQLAlchemyError))
 
+    metrics_folder, owned_metrics = _metrics_folder()
     module, _, attr = app_factory.partition(":")
 
     class _App(BaseApplication):
@@ -99,6 +126,7 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = DEF
                 "preload_app": True,
                 "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
                 "worker_exit": _end_worker,
+                "child_exit": _worker_gone,
             }
             for key, value in opts.items():
                 if key in self.cfg.settings:
@@ -120,6 +148,8 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = DEF
     try:
         _App().run()
     finally:
+        if owned_metrics:
+            shutil.rmtree(metrics_folder, ignore_errors=True)
         if owned_redis:
             from ivr.runtime.embedded import stop_redis
 

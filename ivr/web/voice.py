@@ -35,10 +35,11 @@ from ivr.errors import IvrError
 from ivr.i18n import Language, language
 from ivr.i18n import sentences as S
 from ivr.phone import normalize
+from ivr.runtime import live as live_calls
 from ivr.runtime import services as runtime_services
 from ivr.runtime.services import Services
 
-from . import twiml
+from . import metrics, twiml
 from .signatures import is_valid, public_base, public_url, stream_token, websocket_base
 
 log = logging.getLogger("ivr.voice")
@@ -101,11 +102,14 @@ def check_signature() -> Response | None:
         refused.warning("rejected a request to %s whose signature could not be checked: %s",
                         request.path, type(exc).__name__)
         if isinstance(exc, RequestEntityTooLarge):
+            metrics.refused("too_large")
             return _refuse(413, "Request body too large")
+        metrics.refused("unreadable")
         return _refuse(403, "Forbidden")
     if not valid:
         refused.warning("rejected unsigned or badly signed request to %s (checked URL %s)",
                         request.path, public_url(request, config))
+        metrics.refused("invalid" if request.headers.get("X-Twilio-Signature") else "missing")
         return _refuse(403, "Forbidden")
     # TwiML URLs carry the path the server is published under (PUBLIC_URL's, or the proxy's).
     twiml.set_prefix(_path_of(public_base(request, config)))
@@ -134,14 +138,17 @@ def fail_safe_on_error(exc: Exception) -> Response:
         return fail_safe(f"{type(exc).__name__}: {exc}", g.get("flow"))
     except Exception:  # not even the form could be read: the server's fallback number
         log.exception("the fail-safe answer failed too")
+        metrics.failed_safe("error")
         return _twiml(twiml.apology(_config().fallback_number or None))
 
 
-def fail_safe(reason: str, flow=None) -> Response:
+def fail_safe(reason: str, flow=None, kind: str = "error") -> Response:
     """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
     number when the flow is known, else the server's; in the flow's language (when not known,
-    that of the flow that answers the number called)."""
+    that of the flow that answers the number called). `kind` is why, for the metrics
+    (ivr.web.metrics.failed_safe)."""
     log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
+    metrics.failed_safe(kind)
     number = (flow.settings.fallback_number if flow is not None else None) or _config().fallback_number
     return _twiml(twiml.apology(number or None, *_speaking(flow or _flow_called())))
 
@@ -197,8 +204,10 @@ def _context(svc: Services, sid: str, flow, state: dict | None, arrival: str | N
 
 
 def _save(svc: Services, sid: str, state: dict, records: list[dict], line, **kwargs) -> None:
-    """Store the step: state, log records, answer and the caller's place in line, at once."""
-    replies = svc.calls.save(sid, state, records, commands=line.commands, reads=line.reads, **kwargs)
+    """Store the step: state, log records, answer, the caller's place in line and the call's
+    entry among the live calls (ivr.runtime.live, for the wallboard), at once."""
+    replies = svc.calls.save(sid, state, records, commands=line.commands + live_calls.commands(sid, state),
+                             reads=line.reads, **kwargs)
     line.saved(svc.callbacks, replies)
 
 
@@ -230,20 +239,22 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
         if isinstance(event, E.CallStarted):
             flow = _flow_for(svc, flow_id) if flow_id else svc.registry.for_number(event.to_number)
             if flow is None:
-                return fail_safe(f"no flow answers calls to {event.to_number}")
+                return fail_safe(f"no flow answers calls to {event.to_number}", kind="no_flow")
             event = dataclasses.replace(
                 event, caller=event.caller or svc.caller_context(flow, event.from_number))
         elif state is None:
-            return fail_safe(f"no live state for {type(event).__name__}")
+            return fail_safe(f"no live state for {type(event).__name__}", kind="no_state")
         else:
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
-                return fail_safe(f"flow '{state['flow']}' is no longer loaded")
+                return fail_safe(f"flow '{state['flow']}' is no longer loaded", kind="flow_gone")
         g.flow = flow  # whose fallback number an error from here on dials
         ctx = _context(svc, sid, flow, state, arrival)
         result = _quick_answers(svc, sid, flow, run(flow, state, event, ctx), ctx)
         line = cbweb.after_step(svc.callbacks, sid, event, state, result, flow)
         result.log_error(log, sid)
+        if result.error is not None:
+            metrics.failed_safe("flow")
         records = _log_records(sid, event, result)
         if answer:
             step = last_step + 1
@@ -552,23 +563,23 @@ def fallback() -> Response:
     reason = f"Twilio used the fallback URL (ErrorCode={code}, ErrorUrl={failed_url})"
     found = _recoverable(code, failed_url)
     if found is None or not sid:
-        return fail_safe(reason)
+        return fail_safe(reason, kind="fallback")
     view, needs = found
     args = MultiDict(parse_qsl(urlsplit(failed_url).query, keep_blank_values=True))
     try:
         state, last_step, last_twiml = _services().calls.load(sid)
         token = int(args.get("s", "0"))
     except ValueError:
-        return fail_safe(f"{reason}; its step token is not a number")
+        return fail_safe(f"{reason}; its step token is not a number", kind="fallback")
     except redis.RedisError as exc:  # Redis down: the step cannot run here either
-        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}")
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}", kind="fallback")
     if state is not None and token < last_step and last_twiml:
         log.warning("call %s: %s; answering that step as before", sid, reason)
         return _twiml(last_twiml)
     if needs and not any(form.get(name) for name in needs):
         # Twilio need not send the failed request's own fields again: without them the step
         # would run as if the caller had done nothing (or a transfer had failed).
-        return fail_safe(f"{reason}; this request lacks {' or '.join(needs)}")
+        return fail_safe(f"{reason}; this request lacks {' or '.join(needs)}", kind="fallback")
     log.warning("call %s: %s; running that webhook again", sid, reason)
     # the view reads its step token from the URL that failed, not from this one
     g.failed_url_args, g.lock_wait_s = args, FALLBACK_LOCK_WAIT_S
@@ -576,9 +587,9 @@ def fallback() -> Response:
         response = view()
     except Exception as exc:
         log.exception("call %s: running %s again failed", sid, failed_url)
-        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}", g.get("flow"))
+        return fail_safe(f"{reason}; again: {type(exc).__name__}: {exc}", g.get("flow"), kind="fallback")
     if response.status_code != 200:  # the same refusal would end the call
-        return fail_safe(f"{reason}; again: HTTP {response.status_code}")
+        return fail_safe(f"{reason}; again: HTTP {response.status_code}", kind="fallback")
     return response
 
 
