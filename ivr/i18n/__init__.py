@@ -34,9 +34,11 @@ Adding a sentence callers or agents hear
 
 Screens (the dashboard, `ivr report`) use the same catalogues: `_("...")` / `gettext()` in
 Python and `{{ _("...") }}` in Jinja templates are extracted into the same messages.pot,
-and Flask-Babel reads the same .mo files (`BABEL_TRANSLATION_DIRECTORIES =
-ivr.i18n.catalogue.LOCALES`, domain `messages`). Only ivr/i18n/sentences.py holds what is
-spoken on calls.
+and Flask-Babel reads the same catalogues (`BABEL_TRANSLATION_DIRECTORIES =
+ivr.i18n.catalogue.LOCALES`, domain `messages`). Their placeholders are `%(name)s`, as in
+Flask; text shown later (a table of labels) is marked `N_("...")`. The reader's language,
+time zone and way of writing figures and dates: ivr.i18n.screen (ivr/web/localization.py
+for pages). Only ivr/i18n/sentences.py holds what is spoken on calls.
 
 Adding a language
 -----------------

@@ -77,6 +77,9 @@ def create_app(config: Config | dict[str, Any] | None = None, services: Services
     app.register_blueprint(callbacks_api)
     init_media(app)
     from .dashboard import init_app as init_dashboard
+    from .localization import init_app as init_localization
+
+    init_localization(app)  # pages in their reader's language and time zone (Flask-Babel)
 
     init_dashboard(app)  # the supervisors' dashboard under /dashboard
     for flow in svc.registry.flows.values():

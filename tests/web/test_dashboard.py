@@ -149,7 +149,7 @@ def test_call_list_timeline_and_export(dash, client):
     assert "purple elephants" in call and "(0.42)" in call  # recognised speech and its confidence
     assert "70 s hangup" in call  # the queue time when the caller hung up
     assert "abandoned at billing_queue" in call and "yes, within 24 hours" in call
-    assert "2026-11-24 12:00:00" in call  # 17:00 UTC shown in New York time
+    assert "Nov 24, 2026, 12:00:00 PM" in call  # 17:00 UTC shown in New York time
     assert client.get("/dashboard/calls/CA_nope").status_code == 404
 
     masked = client.get(f"/dashboard/calls.csv?{PERIOD}")

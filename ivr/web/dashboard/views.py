@@ -26,6 +26,7 @@ from flask import (
 
 from ivr.calllog import reports
 from ivr.engine.states import Wait, is_listening, records_a_message
+from ivr.web.localization import current_screen
 from ivr.web.testcalls import TestCallError, TestCalls, choices, listening, path
 
 from . import bp, charts
@@ -46,32 +47,22 @@ def _config() -> Any:
 
 
 def _tz() -> Any:
-    try:
-        return reports.zone(_config().display_timezone)
-    except ValueError:
-        return reports.zone("UTC")
+    """The reader's time zone: their own, else IVR_DISPLAY_TIMEZONE."""
+    return current_screen().tz
 
 
 def _filters() -> reports.Filters:
     """The period and filters in the query string; a bad value is reported and ignored."""
     args = request.args
     cfg = _config()
+    tz = _tz().key
     try:
-        return reports.filters(args.get("since"), args.get("until"), tz=cfg.display_timezone,
+        return reports.filters(args.get("since"), args.get("until"), tz=tz,
                                flow=args.get("flow"), queue=args.get("queue"),
                                include_tests=args.get("tests") == "1", threshold_s=cfg.service_level_s)
     except ValueError as exc:
         flash(str(exc), "error")
-        return reports.filters(tz=cfg.display_timezone if _valid_tz() else "UTC",
-                               threshold_s=cfg.service_level_s)
-
-
-def _valid_tz() -> bool:
-    try:
-        reports.zone(_config().display_timezone)
-        return True
-    except ValueError:
-        return False
+        return reports.filters(tz=tz, threshold_s=cfg.service_level_s)
 
 
 def _call_query() -> reports.CallQuery:
@@ -86,28 +77,6 @@ def _kept_args(*keys: str, **extra: Any) -> str:
     values = {k: request.args[k] for k in keys if request.args.get(k)}
     values.update({k: v for k, v in extra.items() if v not in (None, "")})
     return urlencode(values)
-
-
-@bp.app_template_filter("local")
-def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    if value is None:
-        return ""
-    return value.astimezone(_tz()).strftime(fmt)
-
-
-@bp.app_template_filter("pct")
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
-@bp.app_template_filter("secs")
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "–"
-    value = float(value)
-    if value >= 90:
-        return f"{int(value // 60)} min {int(round(value % 60)):02d} s"
-    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
 @bp.app_template_filter("outcome_label")
