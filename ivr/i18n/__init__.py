@@ -26,11 +26,11 @@ Adding a sentence callers or agents hear
    [run.say(...)]`.
 3. If a node kind says it by default, name it in that kind's `speaks` (ivr/flows/nodes),
    so `ivr flows check` can tell operators when their language lacks it.
-4. Refresh the catalogues from the repository's root, then translate the new entries in
-   every .po (a test fails while a shipped language lacks one, or a translation's
-   placeholders differ from the English):
+4. Refresh the catalogues from the repository's root (pybabel extract, update, compile),
+   then translate the entries it lists in every .po (a test fails while a shipped
+   language lacks one, or a translation's placeholders differ from the English):
 
-       pybabel extract && pybabel update
+       scripts/catalogue
 
 Screens (the dashboard, `ivr report`) use the same catalogues: `_("...")` / `gettext()` in
 Python and `{{ _("...") }}` in Jinja templates are extracted into the same messages.pot,

@@ -194,8 +194,9 @@ class Screen:
             minutes, rest = int(value // 60), int(round(value % 60))
             if rest == 60:
                 minutes, rest = minutes + 1, 0
+            two_digits = str(rest).zfill(2)
             return self.gettext("%(minutes)s min %(seconds)s s", minutes=self.number(minutes),
-                                seconds=f"{rest:02d}")
+                                seconds=two_digits)
         return self.gettext("%(seconds)s s", seconds=self.number(value, 0 if value >= 10 else 1))
 
     # -- dates and times --------------------------------------------------------------------------
