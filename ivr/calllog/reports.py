@@ -181,6 +181,9 @@ def _iso(value: datetime | None) -> str | None:
 # callback instead of holding are counted by the callback measures, not here.
 OFFERED = sa.and_(cm.c.destination_kind.in_(("queue", "transfer")), cm.c.callback.is_(False))
 ABANDONED = cm.c.outcome == Outcome.ABANDONED
+# The call could not be served (Twilio failed it, or the flow did): not the caller's choice, so
+# neither abandoned nor counted in the abandonment rate's calls.
+FAILED = cm.c.outcome == Outcome.FAILED
 SERVED = sa.or_(cm.c.answered.is_(True), cm.c.outcome.in_(sorted(states.SERVED)))
 
 
@@ -198,6 +201,7 @@ def _measure_columns(threshold_s: int) -> list:
         _avg_if(sa.and_(OFFERED, cm.c.answered.is_(True)), cm.c.answer_wait_s).label("asa"),
         _count_if(ABANDONED).label("abandoned"),
         _count_if(sa.and_(OFFERED, ABANDONED)).label("abandoned_waiting"),
+        _count_if(FAILED).label("failed"),
         _count_if(cm.c.callback.is_(True)).label("callbacks"),
         _count_if(cm.c.caller_known.is_(True)).label("known"),
     ]
@@ -215,8 +219,9 @@ def _measures(row: Any) -> dict:
         "service_level": _rate(_int(row.answered_within), offered),
         "average_speed_of_answer_s": _round(row.asa),
         "abandoned": _int(row.abandoned),
-        "abandonment_rate": _rate(_int(row.abandoned), calls_n - callbacks_n),
+        "abandonment_rate": _rate(_int(row.abandoned), calls_n - callbacks_n - _int(row.failed)),
         "abandoned_while_waiting": _int(row.abandoned_waiting),
+        "failed": _int(row.failed),
         "callbacks_requested": callbacks_n,
         "known_caller_rate": _rate(_int(row.known), calls_n),
     }
@@ -464,15 +469,15 @@ def _time_series(hours: list, f: Filters) -> dict:
         heatmap[local.weekday()][local.hour] += m["calls"]
         key = local.strftime("%Y-%m-%d %H:00") if hourly else local.strftime("%Y-%m-%d")
         b = buckets.setdefault(key, {"at": key, "calls": 0, "offered": 0, "answered_within_threshold": 0,
-                                     "answered": 0, "abandoned": 0, "callbacks": 0})
-        for k in ("calls", "offered", "answered_within_threshold", "answered", "abandoned"):
+                                     "answered": 0, "abandoned": 0, "failed": 0, "callbacks": 0})
+        for k in ("calls", "offered", "answered_within_threshold", "answered", "abandoned", "failed"):
             b[k] += m[k]
         b["callbacks"] += m["callbacks_requested"]
     series = []
     for key in sorted(buckets):
         b = buckets[key]
         b["service_level"] = _rate(b["answered_within_threshold"], b["offered"])
-        b["abandonment_rate"] = _rate(b["abandoned"], b["calls"] - b["callbacks"])
+        b["abandonment_rate"] = _rate(b["abandoned"], b["calls"] - b["callbacks"] - b["failed"])
         series.append(b)
     return {"calls_by_hour": by_hour, "heatmap": {"weekdays": list(WEEKDAYS), "calls": heatmap},
             "service_level_over_time": {"step": "hour" if hourly else "day", "points": series}}

@@ -37,7 +37,7 @@ from . import events as E
 from .context import Context, Estimate, Match
 from .kind import STOP, Listener
 from .nodes import KINDS
-from .states import ABANDONING, Outcome, Wait, is_listening, upgrade
+from .states import ABANDONING, Outcome, Wait, is_listening, is_served, upgrade
 
 __all__ = ["Context", "Estimate", "FlowRuntimeError", "Match", "Result", "Run", "clock", "new_state",
            "run"]
@@ -298,7 +298,11 @@ class Run:
         elif wait is Wait.PENDING_CALLBACK:
             callback_dialogue.pending_hung_up(self)
         outcome = s.get("outcome")
-        if outcome is None and s.get("served") and is_listening(s.get("wait")):
+        if event.status == "failed" and not is_served(outcome):
+            # Twilio could not run the call (a TwiML document it refused, say): the caller did
+            # not choose to hang up, and counting them as abandoned would hide the fault.
+            outcome = Outcome.FAILED
+        elif outcome is None and s.get("served") and is_listening(s.get("wait")):
             # The IVR answered their question (a request), and they hung up instead of asking
             # for more: resolved, not abandoned.
             outcome = Outcome.COMPLETED

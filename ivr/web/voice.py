@@ -511,8 +511,10 @@ def _call_ended(sid: str, call_status: str, duration: int | None) -> Response:
                 return _no_content()
             flow = svc.registry.get(state["flow"]) or _builtin(state["flow"])
             if flow is None:
+                outcome = state.get("outcome") or (Outcome.FAILED if call_status == "failed"
+                                                   else Outcome.ABANDONED)
                 result_state, steps, ended = dict(state, wait=Wait.ENDED, hung_up=True, line=None), [], {
-                    "outcome": state.get("outcome") or Outcome.ABANDONED, "last_node": state.get("node")}
+                    "outcome": outcome, "last_node": state.get("node")}
                 line = cbweb.line_change(sid, state, result_state)
             else:
                 hangup = E.HangUp(call_status, duration)

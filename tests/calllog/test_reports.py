@@ -133,6 +133,34 @@ def test_the_period_figures_a_supervisor_reads(any_store):
     assert funnel[1]["lost"] == [{"node": "main_menu", "kind": "ask", "abandoned": 1}]
 
 
+def test_failed_calls_are_shown_apart_and_leave_abandonment_alone(any_store, tmp_path, monkeypatch):
+    """Calls Twilio reported as failed (CallStatus=failed: a TwiML document it refused, say)
+    are neither abandoned nor counted in the abandonment rate, and the supervisor sees them."""
+    from ivr.cli import cli
+
+    records = scenario()
+    d = timedelta
+    for i in range(3):
+        records += drive(f"CA_F{i}", "+14155550177", [(2 + i, E.HangUp("failed", 2 + i))],
+                         T0 + d(hours=5, minutes=i), status="failed")
+    any_store.record(records)
+    r = reports.overview(any_store, period())
+    assert r["calls"] == 9 and r["failed"] == 3
+    assert r["outcomes"]["failed"] == 3 and metrics(any_store, "CA_F0")["outcome"] == "failed"
+    # As in the scenario: C and D abandoned, out of 6 calls less 1 callback (the failed left out).
+    assert r["abandoned"] == 2 and r["abandonment_rate"] == 0.4
+    day = next(p for p in r["service_level_over_time"]["points"] if p["at"] == "2026-11-24")
+    assert day["abandonment_rate"] == pytest.approx(2 / 4)  # A to E and the 3 failed that day
+
+    if any_store.engine.dialect.name == "sqlite":
+        monkeypatch.setenv("DATABASE_URL", str(any_store.engine.url))
+        monkeypatch.setenv("IVR_DISPLAY_TIMEZONE", NY)
+        out = CliRunner().invoke(cli, ["report", "--since", "2026-11-24", "--until", "2026-11-30"])
+        assert out.exit_code == 0, out.output
+        row = next(line for line in out.output.splitlines() if "Failed calls" in line)
+        assert row.rstrip(" │").endswith(" 3")
+
+
 def test_filters_by_queue_flow_and_test_calls(any_store):
     any_store.record(scenario())
     billing = reports.overview(any_store, period(queue="billing"))

@@ -233,6 +233,28 @@ def test_hang_up_records_how_the_call_ended(support, events, outcome, node):
                        "duration_s": events[-1].duration}
 
 
+@pytest.mark.parametrize("events,node", [
+    ([E.HangUp("failed", 0)], "main_menu"),
+    ([E.Digits("1"), E.HangUp("failed", 3)], "billing_queue"),
+])
+def test_a_call_twilio_could_not_run_failed_it_was_not_abandoned(support, events, node):
+    """CallStatus=failed (Twilio could not run our TwiML, say): the caller did not choose to
+    hang up, so the call must not count against abandonment."""
+    r = start(support)
+    for ev in events:
+        r = run(support, r.state, ev, ctx())
+    assert r.ended["outcome"] == "failed" and r.ended["last_node"] == node
+    assert r.state["outcome"] == "failed"
+    assert r.steps[-1]["event"] == "hangup" and r.steps[-1]["detail"]["status"] == "failed"
+
+
+def test_a_failed_status_does_not_undo_a_call_that_was_served(support):
+    r = start(support)
+    for ev in (E.Digits("1"), E.QueueLeft("bridged", 50), E.HangUp("failed", 300)):
+        r = run(support, r.state, ev, ctx())
+    assert r.ended["outcome"] == "queued"
+
+
 def test_voicemail_outcome_and_goodbye(support):
     r = start(support, now=CLOSED)
     r = run(support, r.state, E.RecordingDone("https://api.twilio.com/rec/RE1", 12), ctx(now=CLOSED))

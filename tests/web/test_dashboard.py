@@ -95,6 +95,26 @@ def test_repeated_failures_lock_the_name_out(dash):
     assert login(c).status_code == 429  # even the right password, for a while
 
 
+def test_the_overview_shows_failed_calls_apart_from_abandoned_ones(dash, client):
+    from datetime import timedelta
+
+    from ivr.engine import events as E
+    from tests.reportutil import T0, drive
+
+    failed = [r for i in range(2) for r in drive(f"CA_F{i}", "+14155550177", [(3, E.HangUp("failed", 3))],
+                                                 T0 + timedelta(hours=5, minutes=i), status="failed")]
+    dash.extensions["ivr"].store.record(scenario() + failed)
+    body = client.get(f"/dashboard/?{PERIOD}").get_data(as_text=True)
+    tiles = dict(re.findall(r'data-measure="([a-z_]+)"><span class="v">([^<]+)<', body))
+    assert tiles["calls"] == "8" and tiles["abandonment_rate"] == "40.0%"
+    tile = body.split('data-measure="abandonment_rate"')[1].split("</div>")[0]
+    link = re.search(r'<a href="([^"]+)">2 failed calls</a> excluded', tile)
+    assert link, tile
+    listed = text(client.get(html.unescape(link.group(1))))
+    assert "2 calls." in listed
+    assert len(re.findall(r"\+14155550177 (repeat )?support failed main_menu", listed)) == 2
+
+
 def test_session_cookie_is_secure_behind_https(make_app):
     app = make_app(display_timezone="UTC")  # PUBLIC_URL is https
     svc = app.extensions["ivr"]

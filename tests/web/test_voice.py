@@ -140,6 +140,14 @@ def test_status_callback_for_an_unknown_call_is_still_recorded(app, twilio):
     assert flush(app).call("CA109")["status"] == "no-answer"
 
 
+def test_a_call_twilio_reports_failed_is_failed_not_abandoned(app, twilio):
+    parse(twilio.post("/voice", CallSid="CA120", **CALLER))
+    assert twilio.post("/voice/status", CallSid="CA120", CallStatus="failed").status_code == 204
+    call = flush(app).call("CA120")
+    assert call["status"] == "failed" and call["outcome"] == "failed"
+    assert call["last_node"] == "main_menu"
+
+
 def test_whisper_tells_the_agent_who_calls_and_why(app, twilio, flows_dir):
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace(
