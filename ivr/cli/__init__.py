@@ -227,7 +227,9 @@ def _cross_flow_problems(loaded: dict) -> list[Problem]:
                                         f"'{node.flow}', which is not among the checked files",
                                         severity="warning"))
             offer = getattr(node, "callback", None)
-            if offer is not None and offer.flow not in loaded:
+            # Unnamed, the 'callback' flow runs when there is one and the built-in greeting
+            # otherwise: only a flow the file names can be missing.
+            if offer is not None and offer.flow_named and offer.flow not in loaded:
                 line, col = flow.source.where(("nodes", node.id, "queue", "callback"))
                 problems.append(Problem(flow.file, line, col, f"queue '{node.name}' calls callers back "
                                         f"with flow '{offer.flow}', which is not among the checked "

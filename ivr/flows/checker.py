@@ -198,8 +198,13 @@ class DestinationReport:
 def _exits(node: Node, wpm: int, mode: str, speech: bool = True) -> list[Exit]:
     """The caller's ways on from a node, with the seconds heard before taking each."""
     kind = KINDS[node.kind]
-    if kind.destination is not None or kind.leaves_flow:
+    if kind.leaves_flow:
         return []
+    if kind.destination is not None:
+        # A caller goes on from a destination when it ends without a person (the queue's
+        # max_wait, a transfer nobody answers, after a message): the nodes after it are
+        # reachable, and the time on hold there is not prompts.
+        return [Exit(f"then on from {node.id}", t, 0.0, 0) for _, t in node.edges()]
     if kind.exits is not None:
         return kind.exits(node, wpm, mode, speech)
     return [Exit("", t, 0.0, 0) for _, t in node.edges()]

@@ -204,7 +204,7 @@ class FlowRegistry:
                     problems.append(f"flow '{item.flow.id}' node '{node.id}' goes to flow "
                                     f"'{target}', which is not loaded")
                 offer = getattr(node, "callback", None)
-                if offer is not None and offer.flow not in flows:
+                if offer is not None and offer.flow_named and offer.flow not in flows:
                     problems.append(f"flow '{item.flow.id}' node '{node.id}' offers callbacks run "
                                     f"by flow '{offer.flow}', which is not loaded; callback calls "
                                     "will use the built-in greeting")

@@ -259,3 +259,58 @@ def test_caller_methods_are_not_columns_but_what_get_reads_is(tmp_path):
     result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "m.yaml")])
     found = [line for line in result.output.splitlines() if "no column" in line]
     assert len(found) == 1 and "no column 'plna' (did you mean 'plan'?)" in found[0], result.output
+
+
+QUEUE_THEN = """id: only_next
+nodes:
+  menu:
+    ask:
+      prompt: Press 1 for sales.
+      choices: [{key: 1, label: sales, goto: sales}]
+      no_input: {goto: sales}
+  sales:
+    queue:
+      name: sales
+      max_wait: 300
+      callback: %s
+    next: voicemail
+  voicemail: {record: {prompt: "Leave a message after the tone."}, next: bye}
+  bye: {hangup: Goodbye.}
+"""
+
+
+def test_a_destination_reached_only_through_next_is_reachable(tmp_path):
+    """voicemail is reached only when the caller leaves the queue unanswered (`next`)."""
+    (tmp_path / "q.yaml").write_text(QUEUE_THEN % "{offer_after: 60}")
+    result = CliRunner().invoke(cli, ["flows", "check", str(tmp_path / "q.yaml")])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("voicemail"))
+    assert "not reachable" not in line and "press 1" in line, result.output
+    paths = {d.node: d for d in destination_paths(load_flow(tmp_path / "q.yaml"))}
+    assert paths["voicemail"].keypad.nodes == ["menu", "sales", "voicemail"]
+
+
+def test_no_warning_about_a_callback_flow_nobody_named(tmp_path):
+    """Without `flow:` the queue's callbacks use the 'callback' flow when there is one and the
+    built-in greeting otherwise: nothing to warn about. A flow named and missing is warned."""
+    (tmp_path / "q.yaml").write_text(QUEUE_THEN % "{offer_after: 60}")
+    result = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "q.yaml")])
+    assert result.exit_code == 0 and "not among the checked files" not in result.output, result.output
+    (tmp_path / "q.yaml").write_text(QUEUE_THEN % "{offer_after: 60, flow: ring_back}")
+    named = CliRunner().invoke(cli, ["flows", "check", "-q", str(tmp_path / "q.yaml")])
+    assert "with flow 'ring_back', which is not among the checked files" in named.output
+
+
+def test_the_server_says_nothing_about_a_callback_flow_nobody_named(tmp_path, caplog):
+    import logging
+
+    from ivr.flows.registry import FlowRegistry
+
+    (tmp_path / "q.yaml").write_text(QUEUE_THEN % "{offer_after: 60}")
+    with caplog.at_level(logging.WARNING, logger="ivr.flows"):
+        FlowRegistry(tmp_path).get("only_next")
+    assert "which is not loaded" not in caplog.text
+    (tmp_path / "q.yaml").write_text(QUEUE_THEN % "{offer_after: 60, flow: ring_back}")
+    with caplog.at_level(logging.WARNING, logger="ivr.flows"):
+        FlowRegistry(tmp_path).get("only_next")
+    assert "by flow 'ring_back', which is not loaded" in caplog.text

@@ -28,6 +28,7 @@ class CallbackOffer:
     reason_max_length: int = 30
     booked: Prompt = ()
     flow: str = "callback"  # the flow that runs when the caller answers the callback
+    flow_named: bool = False  # the file names `flow`; if not, a missing one is no mistake
     max_attempts: int = 3
     retry_after: int = 300
     expire_after: int = 4 * 3600
@@ -87,7 +88,7 @@ def _callback_offer(b, path: tuple, v: Any) -> CallbackOffer:
         reason=None if reason in (None, False) else b.prompt(path + ("reason",), reason),
         reason_max_length=v.get("reason_max_length", 30),
         booked=b.prompt(path + ("booked",), v.get("booked")),
-        flow=v.get("flow", "callback"), max_attempts=v.get("max_attempts", 3),
+        flow=v.get("flow", "callback"), flow_named="flow" in v, max_attempts=v.get("max_attempts", 3),
         retry_after=v.get("retry_after", 300), expire_after=v.get("expire_after", 4 * 3600),
         calling_hours=hours,
     )
@@ -222,7 +223,8 @@ CALLBACK_OFFER = {
                     "type": "string",
                     "pattern": "^[A-Za-z0-9_-]+$",
                     "description": "The flow that runs when the caller answers the callback (default: "
-                                   "callback).",
+                                   "the flow 'callback' when one is loaded, else a built-in greeting "
+                                   "in the flow's language).",
                 },
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10},
                 "retry_after": {
