@@ -1,8 +1,9 @@
 """The agents' and supervisors' HTTP API, protected by a bearer token (IVR_API_TOKEN).
 
-    GET  /api/agents                       every agent with status, since, queues, contact
+    GET  /api/agents                       every agent with state, since, queues, contact, call
     GET  /api/agents/<name>
-    PUT  /api/agents/<name>/status         {"status": "available" | "busy" | "offline"}
+    PUT  /api/agents/<name>/status         {"status": "available" | "away" | "offline"}
+                                           (busy is the same as away)
     GET  /api/queues                       per queue: line, callbacks, agents, estimated wait
     GET  /api/callbacks[?all=1]            callbacks in line order (as `ivr callbacks list`)
     GET  /api/callbacks/<id>               one callback with its status history
@@ -75,10 +76,11 @@ def set_agent_status(name: str) -> Any:
         return _error(400, f"give a status: one of {', '.join(STATUSES)} (JSON {{\"status\": ...}})")
     rt = _rt()
     try:
-        agent = rt.agents.set_status(name, status)
+        agent = rt.agents.set_status(name, status, by=str(body.get("by") or "api")[:64]
+                                     if isinstance(body, dict) else "api")
     except UnknownAgent as exc:
         return _error(404, str(exc))
-    if status == "available":
+    if agent["state"] == "available":
         request_dispatch(rt.redis, agent["queues"])  # their next callback, if it is its turn
     return jsonify(agent)
 

@@ -51,13 +51,13 @@ def _roster_or_exit(rt: Runtime) -> None:
 
 @click.group()
 def agents() -> None:
-    """Agents who take callbacks: list them, change their availability, check the file."""
+    """Agents who take calls: list them with their state, set it, check the file."""
 
 
 @agents.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def agents_list(as_json: bool) -> None:
-    """Every agent in the agents file with their live status."""
+    """Every agent in the agents file with their state and current call."""
     rt = _runtime()
     _roster_or_exit(rt)
     rows = rt.agents.list()
@@ -65,28 +65,35 @@ def agents_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for a in rows:
-        reserved = f" (reserved for {a['reserved_for']})" if a["reserved_for"] else ""
-        click.echo(f"{a['name']:<16} {a['status']:<10} {', '.join(a['queues']):<30} "
-                   f"{a['contact']}{reserved}")
+        call = a.get("call") or {}
+        on = ""
+        if call:
+            on = f" ({call.get('queue') or '?'}: " + (f"callback {call['callback']}" if call.get("callback")
+                                                      else f"call {call.get('call_sid')}") + ")"
+        click.echo(f"{a['name']:<16} {a['state']:<10} {', '.join(a['queues']):<30} {a['contact']}{on}")
 
 
 @agents.command("status")
 @click.argument("name")
 @click.argument("status", type=click.Choice(STATUSES))
 def agents_status(name: str, status: str) -> None:
-    """Set an agent's availability. An agent who becomes available is given the next
-    callback whose turn it is, if any."""
+    """Set an agent's state: available, away or offline (busy is the same as away). An agent
+    who becomes available is offered the head of their queues' lines. Set while they are on a
+    call, it takes effect when the call ends."""
     from .dispatch import request_dispatch
 
     rt = _runtime()
     _roster_or_exit(rt)
     try:
-        agent = rt.agents.set_status(name, status)
+        agent = rt.agents.set_status(name, status, by="ivr agents status")
     except UnknownAgent as exc:
         raise click.ClickException(str(exc)) from None
-    if status == "available":
+    if agent["state"] == "available":
         request_dispatch(rt.redis, agent["queues"])
-    click.echo(f"{name} is {status}")
+    if agent.get("after"):
+        click.echo(f"{name} is {agent['state']}; {agent['after']} when the call ends")
+    else:
+        click.echo(f"{name} is {agent['state']}")
 
 
 @agents.command("check")

@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ivr.config import Config
 from ivr.engine.states import CallbackStatus, callback_is_final, callback_is_live
 
-from . import keys, line, twilio_client, window
+from . import agent_state, keys, line, twilio_client, window
 from .runtime import QUEUE, Runtime
 from .store import CallbackError
 
@@ -109,6 +109,18 @@ def schedule_dispatch(redis: Any, queue: str, at: float) -> None:
         pass
 
 
+def schedule_wrap_end(redis: Any, agent: str, at: float) -> None:
+    """Write down the end of an agent's wrap-up at `at` and offer them the next caller."""
+    digest = hashlib.sha1(agent.encode()).hexdigest()[:12]
+    try:
+        Queue(QUEUE, connection=redis).enqueue_at(
+            datetime.fromtimestamp(at, UTC), wrap_over, agent, job_id=f"wrap-{digest}-{int(at * 1000)}",
+            unique=True, result_ttl=0, failure_ttl=FAILURE_TTL, job_timeout=JOB_TIMEOUT,
+            description=f"end of {agent}'s wrap-up")
+    except DuplicateJobError:
+        pass
+
+
 def ensure_sweep(redis: Any, interval: int) -> bool:
     """Make sure a sweep is scheduled (cheap when one is: a single SET NX)."""
     if redis.set(keys.SWEEP, "1", nx=True, ex=max(3 * interval, 10)):
@@ -138,6 +150,16 @@ def dispatch(queue: str) -> list[str]:
     rt.redis.delete(keys.dispatch_flag(queue))  # requests from now on start a new job
     ensure_sweep(rt.redis, rt.config.callback_sweep_interval)
     return dispatch_queue(rt, queue)
+
+
+def wrap_over(agent: str) -> bool:
+    """rq job: an agent's wrap-up time is up; their queues may have someone for them."""
+    rt = runtime()
+    done = agent_state.end_wrap(rt.redis, agent)
+    known = rt.roster.agents().get(agent)
+    if known is not None and agent_state.state(rt.redis, agent)["state"] == "available":
+        request_dispatch(rt.redis, known.queues)
+    return done
 
 
 def check_dial(callback_id: str, attempt: int) -> str:
@@ -312,8 +334,9 @@ def attempt_over(rt: Runtime, record: dict, attempt: int, result: str, *, counts
                              datetime.fromtimestamp(now + delay, UTC),
                              datetime.fromtimestamp(record["expires_at"], UTC))
     retry_at = opens.timestamp() if opens is not None else 0.0
+    wrap_s = rt.roster.settings(record["queue"]).wrap_up
     status = rt.callbacks.ended(record["id"], attempt, result, retry_at=retry_at, agent_after=agent_after,
-                                counts=counts, final=final, now=now)
+                                counts=counts, final=final, wrap_s=wrap_s, now=now)
     if status is None:
         return None
     log.info("callback %s attempt %s: %s -> %s", record["id"], attempt, result, status)
@@ -325,6 +348,10 @@ def attempt_over(rt: Runtime, record: dict, attempt: int, result: str, *, counts
             log.warning("callback %s: %s", record["id"], exc)
     agent = rt.roster.agents().get(record.get("agent") or "")
     request_dispatch(rt.redis, agent.queues if agent and agent_after == "available" else [record["queue"]])
+    if agent is not None:
+        now_state = agent_state.state(rt.redis, agent.name)
+        if now_state["state"] == "wrap_up" and now_state["wrap_until"]:
+            schedule_wrap_end(rt.redis, agent.name, now_state["wrap_until"])
     if status == CallbackStatus.PENDING:
         schedule_dispatch(rt.redis, record["queue"], retry_at)
     return status
@@ -349,8 +376,8 @@ def settle(rt: Runtime, record: dict, call_status: str, now: float | None = None
     result = result_for(record, call_status)
     missed = result == "agent-no-answer"
     return attempt_over(rt, record, int(record["dial_attempt"]), result, now=now,
-                        # an agent who does not answer their reserved callback is taken off the line
-                        agent_after="offline" if missed else "available")
+                        # an agent who does not answer their reserved callback is away until they say
+                        agent_after="away" if missed else "available")
 
 
 def reconcile(rt: Runtime, record: dict) -> str:

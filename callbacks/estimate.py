@@ -1,7 +1,7 @@
 """How long a caller will wait: an observed-rate estimate from live data.
 
 For a caller with `ahead` callers and callbacks in front of them in the line of a queue
-staffed by `staffed` agents (available or busy), `available` of them free right now, and
+staffed by `staffed` agents (taking calls: not away or offline), `available` of them free right now, and
 agents who recently took `handle_time` seconds per call:
 
     needed = max(0, ahead + 1 - available)     calls that must finish before an agent is free
@@ -33,7 +33,7 @@ from typing import Any
 from ivr.engine.runner import Estimate
 from ivr.engine.states import CallbackStatus
 
-from . import keys
+from . import agent_state, keys
 from .agents import Agents
 
 MIN_SAMPLES = 5
@@ -66,7 +66,7 @@ def reads(agents: Agents, queue: str, member: str | None) -> list[list[str]]:
     line = keys.line(queue)
     return ([["ZRANK", line, member or ""], ["ZCARD", line],
              ["HMGET", keys.stats(queue), "handle_time", "samples"]]
-            + [["HMGET", keys.agent(name), "status", "reserved_for"] for name in names])
+            + [["HMGET", keys.agent(name), *agent_state.FIELDS] for name in names])
 
 
 def from_replies(replies: list[Any], default_handle_time: float,
@@ -80,9 +80,10 @@ def from_replies(replies: list[Any], default_handle_time: float,
     ahead = int(rank) if rank is not None else int(size)
     if twilio_position:
         ahead = max(ahead, twilio_position - 1)
-    status = [(s.decode() if isinstance(s, bytes) else s, r) for s, r in live]
-    available = sum(1 for s, r in status if s == "available" and not r)
-    staffed = sum(1 for s, _ in status if s in ("available", "busy"))
+    now = time.time()
+    states = [agent_state.from_fields("", fields, now)["state"] for fields in live]
+    available = sum(1 for s in states if s == "available")
+    staffed = sum(1 for s in states if s in agent_state.WORKING)
     handle = float(aht) if aht is not None and int(samples or 0) >= MIN_SAMPLES else default_handle_time
     return compute(ahead, available, staffed, handle)
 

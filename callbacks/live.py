@@ -27,17 +27,12 @@ from . import estimate, line
 from .runtime import Runtime
 
 # The order agents' states are shown in: ready, then busy with a caller, then not taking calls.
-# (`reserved` is an agent held for a callback whose caller's phone rings.)
-AGENT_STATES = ("available", "ringing", "reserved", "on_call", "wrap_up", "busy", "away", "offline")
+AGENT_STATES = ("available", "ringing", "on_call", "wrap_up", "away", "offline")
 
 
 def agent_state(agent: dict) -> str:
-    """What an agent is doing, from `Agents.list()`: their status, or `reserved` while they
-    are held for a callback being dialled."""
-    status = agent.get("status") or "offline"
-    if status == "busy" and agent.get("reserved_for"):
-        return "reserved"
-    return status
+    """What an agent is doing, from `Agents.list()` (callbacks/agent_state.py)."""
+    return agent.get("state") or "offline"
 
 
 def queue_names(rt: Runtime) -> list[str]:

@@ -32,11 +32,11 @@ from typing import Any
 from ivr.engine.states import CallbackStatus, callback_is_final
 from ivr.errors import IvrError
 
-from . import keys
+from . import agent_state, keys
 
 # Shared by every script: bump the version, note the change in the history and append a
 # snapshot for the SQL log. KEYS/ARGV layout differs per script, so it takes its keys.
-_TOUCH = """
+_TOUCH = agent_state.LUA + """
 local function touch(key, hist, stream, now, status, note)
   redis.call('HINCRBY', key, 'v', 1)
   redis.call('HSET', key, 'updated_at', now)
@@ -52,9 +52,11 @@ local function close(key, hist, active, by_number, id, keep)
   redis.call('EXPIRE', key, keep)
   redis.call('EXPIRE', hist, keep)
 end
-local function release(agent_key, id, status, now)
-  if redis.call('HGET', agent_key, 'reserved_for') == id then
-    redis.call('HSET', agent_key, 'status', status, 'reserved_for', '', 'since', now)
+-- The agent reserved for this callback (and only if still for it) is done with it.
+local function release(agent_key, stream, id, to, now, wrap_until, by)
+  if redis.call('HGET', agent_key, 'callback') == id then
+    local st = agent_now(agent_key, now)
+    if st == 'ringing' or st == 'on_call' then agent_finish(agent_key, stream, to, now, wrap_until, by) end
   end
 end
 """
@@ -89,8 +91,7 @@ local now = tonumber(ARGV[3])
 if f[1] ~= 'pending' then return {0, 'status is ' .. tostring(f[1])} end
 if tonumber(f[2] or '0') > now then return {0, 'not due'} end
 if tonumber(f[3] or '0') > 0 and tonumber(f[3]) <= now then return {0, 'expired'} end
-local a = redis.call('HMGET', KEYS[3], 'status', 'reserved_for')
-if a[1] ~= 'available' or (a[2] and a[2] ~= '') then return {0, 'agent not available'} end
+if agent_now(KEYS[3], ARGV[3]) ~= 'available' then return {0, 'agent not available'} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 -- Each dial gets a number of its own, never reused (an uncounted attempt gives its count back,
 -- not its number): a stale check of an earlier dial can never match this one.
@@ -98,7 +99,8 @@ local attempt = redis.call('HINCRBY', KEYS[1], 'dials', 1)
 redis.call('HSET', KEYS[1], 'status', 'dialing', 'agent', ARGV[2], 'dial_attempt', attempt,
            'dial_sid', '', 'claimed_at', ARGV[3], 'answered_at', '', 'answered_by', '', 'result', '',
            'attempt_ended_at', '', 'agent_missed', '')
-redis.call('HSET', KEYS[3], 'status', 'busy', 'reserved_for', ARGV[1], 'since', ARGV[3])
+agent_move(KEYS[3], KEYS[5], 'ringing', ARGV[3], redis.call('HGET', KEYS[1], 'call_sid') or '',
+           redis.call('HGET', KEYS[1], 'queue') or '', ARGV[1], '', 'dispatcher')
 redis.call('ZREM', KEYS[4], 'cb:' .. ARGV[1])
 touch(KEYS[1], KEYS[2], KEYS[5], ARGV[3], 'dialing', 'attempt ' .. attempt .. ', agent ' .. ARGV[2])
 return {1, attempt}
@@ -133,7 +135,7 @@ if changed then touch(KEYS[1], KEYS[2], KEYS[3], ARGV[4], status, note) end
 return {1, status}
 """
 
-# KEYS: cb, hist, stream   ARGV: id, attempt, now
+# KEYS: cb, hist, stream, agent   ARGV: id, attempt, now
 _CONNECTED = _TOUCH + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'dial_attempt', 'requested_at')
 if f[2] ~= ARGV[2] then return {0, 'stale attempt'} end
@@ -142,6 +144,10 @@ if f[1] ~= 'answered' and f[1] ~= 'dialing' then return {0, 'status is ' .. tost
 local wait = tonumber(ARGV[3]) - tonumber(f[3])
 redis.call('HSET', KEYS[1], 'status', 'connected', 'connected_at', ARGV[3],
            'wait_s', string.format('%.3f', wait))
+if redis.call('HGET', KEYS[4], 'callback') == ARGV[1] and agent_now(KEYS[4], ARGV[3]) == 'ringing' then
+  local c = redis.call('HMGET', KEYS[4], 'call_sid', 'queue')
+  agent_move(KEYS[4], KEYS[3], 'on_call', ARGV[3], c[1] or '', c[2] or '', ARGV[1], '', 'answered')
+end
 touch(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'connected', 'agent connected')
 return {1, 'connected'}
 """
@@ -149,7 +155,7 @@ return {1, 'connected'}
 # KEYS: cb, hist, agent, line, active, by_number, stream
 # ARGV: id, attempt, now, result, retry_at (0: none), agent status after, counts ('1'/'0'), keep,
 #       final reason ('' unless the callback must fail now, e.g. Twilio refused the number),
-#       retry_at as text for the history
+#       retry_at as text for the history, the agent's wrap-up end (after a conversation)
 _ENDED = _TOUCH + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'dial_attempt', 'attempts', 'max_attempts',
                      'expires_at', 'enqueued_at')
@@ -158,7 +164,11 @@ local status = f[1]
 if status ~= 'dialing' and status ~= 'answered' and status ~= 'connected' then
   return {0, 'status is ' .. tostring(status)}
 end
-release(KEYS[3], ARGV[1], ARGV[6], ARGV[3])
+if status == 'connected' then
+  release(KEYS[3], KEYS[7], ARGV[1], 'wrap_up', ARGV[3], ARGV[11], 'call ended')
+else
+  release(KEYS[3], KEYS[7], ARGV[1], ARGV[6], ARGV[3], '', ARGV[4])
+end
 redis.call('HSET', KEYS[1], 'result', ARGV[4], 'attempt_ended_at', ARGV[3])
 local new, note
 if status == 'connected' then
@@ -198,7 +208,7 @@ return {1, new}
 _REQUEUE = _TOUCH + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'dial_attempt', 'dial_sid', 'attempts', 'enqueued_at')
 if f[1] ~= 'dialing' or f[2] ~= ARGV[2] or (f[3] and f[3] ~= '') then return {0, 'not lost'} end
-release(KEYS[3], ARGV[1], 'available', ARGV[3])
+release(KEYS[3], KEYS[5], ARGV[1], 'available', ARGV[3], '', 'never placed')
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', tonumber(f[4]) - 1, 'not_before', ARGV[3])
 redis.call('ZADD', KEYS[4], f[5], 'cb:' .. ARGV[1])
 touch(KEYS[1], KEYS[2], KEYS[5], ARGV[3], 'pending', 'the call was never placed; back in line')
@@ -336,24 +346,30 @@ class Callbacks:
         return _text(status) if ok else None
 
     def connected(self, callback_id: str, attempt: int, now: float | None = None) -> bool:
-        ok, _ = self._connected(keys=[keys.callback(callback_id), keys.history(callback_id), self.stream],
+        """The agent answered: the callback is connected and its agent on_call."""
+        record = self.get(callback_id)
+        ok, _ = self._connected(keys=[keys.callback(callback_id), keys.history(callback_id), self.stream,
+                                      _agent_key(record or {})],
                                 args=[callback_id, str(attempt), repr(time.time() if now is None else now)])
         return bool(ok)
 
     def ended(self, callback_id: str, attempt: int, result: str, *, retry_at: float = 0.0,
-              agent_after: str = "available", counts: bool = True, final: str = "",
+              agent_after: str = "available", counts: bool = True, final: str = "", wrap_s: float = 0.0,
               now: float | None = None) -> str | None:
         """An attempt is over. Returns the new status (pending again, or final) or None when the
-        attempt was already settled (a repeated or late status callback)."""
+        attempt was already settled (a repeated or late status callback). The agent goes to
+        wrap-up for `wrap_s` seconds after a conversation, else to `agent_after` (available, or
+        away when they did not answer)."""
         record = self.get(callback_id)
         if record is None:
             return None
+        now = time.time() if now is None else now
         ok, status = self._ended(
             keys=[keys.callback(callback_id), keys.history(callback_id), _agent_key(record),
                   keys.line(record["queue"]), keys.ACTIVE, keys.by_number(record["number"]), self.stream],
             args=[callback_id, str(attempt), repr(time.time() if now is None else now), result,
                   repr(float(retry_at)), agent_after, "1" if counts else "0", str(self.keep), final,
-                  _iso(retry_at)])
+                  _iso(retry_at), repr(now + max(0.0, wrap_s))])
         return _text(status) if ok else None
 
     def requeue_lost(self, callback_id: str, attempt: int, now: float | None = None) -> bool:

@@ -35,7 +35,7 @@ MIGRATE_LOCK = zlib.crc32(b"ivr.store.migrate")
 
 # How a call ended, from the caller's side (calls.outcome).
 OUTCOMES = frozenset(Outcome)
-RECORD_TYPES = ("call_started", "step", "call_ended", "recording", "callback", "message")
+RECORD_TYPES = ("call_started", "step", "call_ended", "recording", "callback", "message", "agent_state")
 # A text message's states in the order they happen: a report arriving late never takes a
 # text back to an earlier state (Twilio's callbacks may come out of order).
 MESSAGE_RANKS = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 5,
@@ -193,6 +193,22 @@ callback_attempts = sa.Table(
     sa.Column("ended_at", UTCDateTime(), nullable=True),
     sa.Column("result", sa.String(), nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
+)
+
+# Every change of an agent's state (callbacks/agent_state.py), numbered per agent: the
+# per-agent reports are made from these.
+agent_states = sa.Table(
+    "agent_states",
+    metadata,
+    sa.Column("agent", sa.String(), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("from_state", sa.String(), nullable=True),
+    sa.Column("to_state", sa.String(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("call_sid", sa.String(), nullable=True),
+    sa.Column("queue", sa.String(), nullable=True),
+    sa.Column("callback_id", sa.String(), nullable=True),
+    sa.Column("by", sa.String(), nullable=True),
 )
 
 # Per-call measures (ivr/metrics.py), written when the call ends, so reports never scan steps.
@@ -384,6 +400,7 @@ class Store:
             count_steps=calls.update().where(calls.c.call_sid.in_(sids)).values(
                 steps_count=count, last_node=sa.func.coalesce(last_node, calls.c.last_node)),
             recordings=self._insert(recordings).on_conflict_do_nothing(index_elements=["call_sid", "seq"]),
+            agent_states=self._insert(agent_states).on_conflict_do_nothing(index_elements=["agent", "seq"]),
             callbacks=upsert(callbacks, ["id"], others(callbacks, ["id"]), newer=True),
             attempts=upsert(callback_attempts, ["callback_id", "attempt"],
                             others(callback_attempts, ["callback_id", "attempt"]), newer=True),
@@ -450,7 +467,7 @@ class Store:
         stubs: dict[str, dict] = {}
         starting = {row["call_sid"] for row in by_type["call_started"]}  # their upsert makes the row
         for kind, row in parsed:
-            if kind in ("call_started", "callback") or row["call_sid"] in starting:
+            if kind in ("call_started", "callback", "agent_state") or row["call_sid"] in starting:
                 continue
             guess = _start_guess(kind, row)
             stub = stubs.setdefault(
@@ -494,6 +511,9 @@ class Store:
 
         if by_type["message"]:
             self._apply_messages(conn, by_type["message"])
+
+        if by_type["agent_state"]:
+            conn.execute(sql.agent_states, by_type["agent_state"])
 
         # A call's measures are (re)computed whenever something of an ended call arrives:
         # its end, or a step or its start arriving late.
@@ -979,6 +999,20 @@ def _epoch(r: dict, key: str, required: bool = False) -> datetime | None:
         raise ValueError(f"{key}: expected epoch seconds, got {value!r}") from None
 
 
+def _agent_state(r: dict) -> dict:
+    return {
+        "agent": _text(r, "agent", required=True),
+        "seq": _int(r, "seq", required=True),
+        "from_state": _text(r, "from") or None,
+        "to_state": _text(r, "to", required=True),
+        "at": _epoch(r, "at", required=True),
+        "call_sid": _text(r, "call_sid") or None,
+        "queue": _text(r, "queue") or None,
+        "callback_id": _text(r, "callback") or None,
+        "by": _text(r, "by") or None,
+    }
+
+
 _PARSERS = {
     "call_started": _call_started,
     "step": _step,
@@ -986,6 +1020,7 @@ _PARSERS = {
     "recording": _recording,
     "callback": _callback,
     "message": _message,
+    "agent_state": _agent_state,
 }
 
 

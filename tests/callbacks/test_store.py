@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+import sqlalchemy as sa
 
-from callbacks import keys, line
+from callbacks import agent_state, keys, line
 from callbacks.agents import Agents, Roster, UnknownAgent
 from callbacks.dispatch import attempt_over, dispatch_queue, sweep_once
 from callbacks.estimate import for_caller, handle_time
@@ -257,11 +258,14 @@ def test_estimate_sees_callbacks_ahead_and_agents(rt):
     line.join(rt.redis, "billing", "call:CAME", T)
     est = for_caller(rt.redis, rt.agents, "billing", "call:CAME", 300)
     assert est.position == 4 and est.agents_available == 0 and est.wait_s is None
-    rt.agents.set_status("alice", "busy")
+    rt.agents.set_status("alice", "available")
+    assert agent_state.reserve(rt.redis, "alice", "CAother", "billing")  # alice is on a call...
     rt.agents.set_status("bob", "available")
     est = for_caller(rt.redis, rt.agents, "billing", "call:CAME", 300)
     # 3 ahead, 1 free agent: 3 calls must finish first, at 2 agents per 300 s
     assert est.wait_s == pytest.approx(450) and est.agents_available == 1
+    rt.agents.set_status("bob", "busy")  # ...and bob is away (busy is another word for it)
+    assert for_caller(rt.redis, rt.agents, "billing", "call:CAME", 300).wait_s == pytest.approx(1200)
     # Twilio's own position is a lower bound for live callers the line may have missed
     assert for_caller(rt.redis, rt.agents, "billing", "call:CAME", 300, twilio_position=9).position == 9
     rt.redis.hset(keys.stats("billing"), mapping={"handle_time": 120, "samples": 40})
@@ -278,7 +282,8 @@ def test_every_change_reaches_sql_in_order_whatever_order_it_arrives(rt, store, 
     cbs.connected(cid, attempt, now=T + 30)
     attempt_over(rt, cbs.get(cid), attempt, "completed", now=T + 400)
     entries = r.xrange(keys.LOG_STREAM)
-    records = [json.loads(fields[b"r"]) for _, fields in entries]
+    everything = [json.loads(fields[b"r"]) for _, fields in entries]
+    records = [x for x in everything if x["type"] == "callback"]
     assert [x["status"] for x in records] == ["pending", "dialing", "dialing", "answered", "connected",
                                               "completed"]
     store.record(list(reversed(records)))  # newest first: the newest version must still win
@@ -290,6 +295,13 @@ def test_every_change_reaches_sql_in_order_whatever_order_it_arrives(rt, store, 
     assert row["callback_call_sid"] == "CA200" and row["attempts"] == 1
     [att] = store.callback_attempts(cid)
     assert att["result"] == "completed" and att["answered_by"] == "human" and att["call_sid"] == "CA200"
+    # alice's day goes there too, for the per-agent reports
+    store.record([x for x in everything if x["type"] == "agent_state"] * 2)  # a replay is stored once
+    with store.engine.connect() as conn:
+        moves = conn.execute(sa.text("SELECT from_state, to_state, callback_id FROM agent_states "
+                                     "WHERE agent = 'alice' ORDER BY seq")).all()
+    assert [tuple(m) for m in moves] == [("offline", "available", None), ("available", "ringing", cid),
+                                         ("ringing", "on_call", cid), ("on_call", "available", cid)]
     # and through the real recorder, which drains the stream into SQL
     r.delete(keys.LOG_STREAM)
     cbs.note(cid, "reason_text", "router blinks red", now=T + 500)

@@ -124,7 +124,7 @@ def test_a_caller_is_called_back_with_an_agent_ready(server, standin, tmp_path):
     assert {a["name"]: a["status"] for a in agents} == {"alice": "offline", "bob": "offline",
                                                         "tess": "offline"}
     bad = api(server, "PUT", "/api/agents/alice/status", json={"status": "awake"})
-    assert bad.status_code == 400 and "available, busy, offline" in bad.json()["error"]
+    assert bad.status_code == 400 and "available, away, offline" in bad.json()["error"]
     assert api(server, "PUT", "/api/agents/alcie/status", json={"status": "available"}).json()[
         "error"] == "no agent named 'alcie' in the agents file (did you mean 'alice'?)"
     assert api(server, "PUT", "/api/agents/alice/status", json={"status": "available"}).json()[
@@ -207,7 +207,7 @@ def test_agent_who_does_not_answer_is_taken_off_and_the_caller_called_again(serv
     assert "couldn't take the call just now" in played.text
     record = rt.callbacks.get(cid)
     assert record["status"] == "pending" and record["result"] == "agent-no-answer"
-    assert rt.agents.get("alice")["status"] == "offline"
+    assert rt.agents.get("alice")["state"] == "away"  # not offered anyone until they say so
 
 
 def test_a_caller_who_phones_again_can_cancel_the_pending_callback(server):

@@ -112,8 +112,9 @@ def test_migrate_twice_is_a_noop(store, store_url):
     again.migrate()
     assert again.call("CA1")["steps_count"] == 1
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
         assert sorted(sa.inspect(conn).get_table_names()) == [
+            "agent_states",
             "alembic_version",
             "call_metrics",
             "callback_attempts",
