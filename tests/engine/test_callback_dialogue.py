@@ -310,7 +310,7 @@ def test_agents_file_errors_name_file_line_and_column():
     assert [str(p) for p in err.value.problems] == [
         "agents.yaml:5:3: error: agent 'bob' needs 'queues': the queues they take, e.g. [billing, general]",
         "agents.yaml:6:5: error: unknown key 'queus' in agent 'bob' (did you mean 'queues'?); allowed "
-        "here: queues, contact, description",
+        "here: queues, contact, description, priority",
         "agents.yaml:7:14: error: contact 'not a number' of agent 'bob' is not a phone number, a sip: "
         "address or a client: name",
         "agents.yaml:8:3: error: 'carol smith' is not a usable agent name: letters, digits, '_', '.', "
