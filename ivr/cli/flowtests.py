@@ -12,9 +12,15 @@ node X and hear Y", written as YAML and run by `ivr flows test` before a flow ta
           - reaches: billing_queue
           - hears: billing team
 
-Inputs: press, say, silence, hangup, recording, agent_answers, no_answer, queue_wait.
-Checks: hears, not_hears, at, reaches, not_reaches, outcome, intent, vars, known_caller,
-callback, requested.
+Inputs: press, say, silence, hangup, recording, agent_answers, agent_hangs_up, no_answer,
+queue_wait. Checks: hears, not_hears, at, reaches, not_reaches, outcome, intent, vars,
+known_caller, callback, requested, sms, survey.
+
+The post-call survey: `agent_hangs_up` has the agent take the call (at a queue, the server
+puts the caller through) and hang up with the caller still on the line; the survey's
+questions are then answered with press and say, and checked with `survey: {score: 5,
+solved: true, comment: true}` or `survey: none` (not surveyed, or no answer). A test call is
+within the survey's `share` unless the test says `in_survey_share: false`.
 
 What the company's APIs answer the flow's `request:` nodes is declared by node id, under
 `responses:` for the whole file and in each test that needs another answer (see
@@ -47,12 +53,13 @@ from ivr.flows.model import Flow
 from ivr.flows.registry import flow_files
 from ivr.flows.yamlsource import Source, parse
 
-INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "no_answer", "queue_wait")
+INPUTS = ("press", "say", "silence", "hangup", "recording", "agent_answers", "agent_hangs_up", "no_answer",
+          "queue_wait")
 CHECKS = ("hears", "not_hears", "at", "reaches", "not_reaches", "outcome", "intent", "vars",
-          "known_caller", "callback", "requested", "sms")
+          "known_caller", "callback", "requested", "sms", "survey")
 OUTCOMES = tuple(Outcome)
 TEST_KEYS = ("name", "from", "to", "at", "caller", "estimated_wait", "pending_callback", "responses",
-             "sms_opted_out", "steps")
+             "sms_opted_out", "in_survey_share", "steps")
 FILE_KEYS = ("flow", "at", "responses", "tests", "description")
 
 
@@ -220,7 +227,8 @@ def _run_test(flow, flows, test, src: Source, tp: tuple, default_at, directory, 
                                                    tp + ("pending_callback",)),
                          propagate=propagate, requester=answer,
                          caller_lookup=caller_lookup(answers, flow),
-                         sms_opted_out=(lambda number: True) if test.get("sms_opted_out") else None)
+                         sms_opted_out=(lambda number: True) if test.get("sms_opted_out") else None,
+                         in_survey_share=test.get("in_survey_share", True) is not False)
     call.start()
     heard = call.last_heard
     for j, step in enumerate(test.get("steps") or []):
@@ -310,6 +318,14 @@ def _event(kind: str, value: Any, call: SimulatedCall, src: Source, sp: tuple) -
         if call.waiting_for is Wait.QUEUE:
             return E.QueueLeft("bridged", 30)
         return E.TransferEnded("completed", 60)
+    if kind == "agent_hangs_up":
+        # At a queue: the server put the caller through to an agent with a <Dial>, whose action
+        # comes back when the agent hangs up; at a transfer, the transfer's own.
+        if call.waiting_for not in (Wait.QUEUE, Wait.DIAL):
+            raise _Fail(src.where(sp)[0], f"agent_hangs_up: the caller is not with a queue or a "
+                        f"transfer but at '{call.node}' (waiting for {call.waiting_for})")
+        return E.TransferEnded("completed", int(value) if isinstance(value, int)
+                               and not isinstance(value, bool) else 120)
     if kind == "no_answer":
         if call.waiting_for is Wait.QUEUE:
             return E.QueueLeft("leave", 60)
@@ -368,6 +384,8 @@ def _check(kind: str, value: Any, call: SimulatedCall, heard: str, line: int | N
         _check_requested(value, call, line)
     elif kind == "sms":
         _check_sms(value, call, line)
+    elif kind == "survey":
+        _check_survey(value, call, line)
     elif kind == "known_caller":
         known = bool(call.state["caller"].get("known"))
         if known != bool(value):
@@ -405,6 +423,35 @@ def _check_requested(value: Any, call: SimulatedCall, line: int | None) -> None:
             have = (last.json or {}).get(k) if isinstance(last.json, dict) else None
             if str(have) != str(v):
                 raise _Fail(line, f"expected request '{node}' to send {k} = '{v}', but it sent '{have}'")
+
+
+def _check_survey(value: Any, call: SimulatedCall, line: int | None) -> None:
+    """`survey: none` (not surveyed, or no score given), `survey: asked` (the survey started),
+    or `survey: {score: 4, solved: true, comment: true, hung_up: false}`: what the caller answered."""
+    from ivr.engine.simulation import describe_survey
+
+    started = any(st["event"] == "survey_start" for st in call.steps)
+    answers = call.survey_answers()
+    if value == "none":
+        if answers is not None and answers.get("score") is not None:
+            raise _Fail(line, f"expected no survey answer, got: {describe_survey(answers)}")
+        return
+    if not started:
+        raise _Fail(line, "expected the caller to be surveyed, but the survey never started "
+                    f"(path: {' -> '.join(call.visited)})")
+    if value == "asked" or value is True:
+        return
+    if not isinstance(value, dict):
+        raise _Fail(line, "'survey' is none, asked, or a mapping such as {score: 4, solved: true}")
+    if answers is None:
+        raise _Fail(line, "expected survey answers, but the survey is not over yet")
+    for key, want in value.items():
+        have = answers.get(key)
+        if key == "comment":
+            have = bool(have)
+        if str(have).lower() != str(want).lower():
+            raise _Fail(line, f"expected the survey's {key} to be '{want}', got '{have}' "
+                        f"({describe_survey(answers)})")
 
 
 def _check_sms(value: Any, call: SimulatedCall, line: int | None) -> None:

@@ -55,6 +55,9 @@ class Context:
     calling_opens: Callable[[str, Any, int], float | None] | None = None
     # E.164 number -> whether it asked for no more text messages (the opt-out list)
     sms_opted_out: Callable[[str], bool] | None = None
+    # (call id, share) -> whether the call falls within a survey's share; None: by a hash of
+    # the call id (ivr.flows.survey.sampled). Flow tests and the simulator choose.
+    survey_sampled: Callable[[str, float], bool] | None = None
     # Let a bug out of `run` instead of failing safe (IVR_PROPAGATE_EXCEPTIONS; the tests run
     # with it, as Flask's PROPAGATE_EXCEPTIONS). A flow's own failure (an IvrError: a
     # runaway loop, a flow not loaded) still fails safe: that is what the fail-safe is for.

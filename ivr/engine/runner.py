@@ -32,7 +32,7 @@ from ivr.i18n import sentences as S
 from ivr.i18n.catalogue import Message
 
 from . import actions as A
-from . import callback_dialogue
+from . import callback_dialogue, survey
 from . import events as E
 from .context import Context, Estimate, Match
 from .kind import STOP, Listener
@@ -285,6 +285,8 @@ class Run:
             kind.repeat(self, node, wait)
         elif wait is Wait.PENDING_CALLBACK:
             callback_dialogue.pending_prompt(self, log=False)
+        elif wait is Wait.SURVEY:
+            survey.repeat(self)
         else:
             self.actions.append(A.Hangup())
 
@@ -297,6 +299,8 @@ class Run:
             kind.hang_up(self, node, wait)
         elif wait is Wait.PENDING_CALLBACK:
             callback_dialogue.pending_hung_up(self)
+        elif wait is Wait.SURVEY:
+            survey.hung_up(self)
         outcome = s.get("outcome")
         if event.status == "failed" and not is_served(outcome):
             # Twilio could not run the call (a TwiML document it refused, say): the caller did
@@ -393,6 +397,7 @@ class Run:
 CALL_EVENTS: dict[Wait, dict[type, Listener]] = {
     Wait.PENDING_CALLBACK: dict.fromkeys((E.Digits, E.Speech, E.NoInput), callback_dialogue.on_pending),
     Wait.FAILSAFE: dict.fromkeys((E.TransferEnded, E.RecordingDone), Run.after_fail_safe),
+    Wait.SURVEY: dict.fromkeys((E.Digits, E.Speech, E.NoInput, E.RecordingDone), survey.on_event),
 }
 
 

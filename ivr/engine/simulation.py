@@ -21,7 +21,7 @@ from ivr.phone import normalize
 from . import actions as A
 from . import events as E
 from .runner import Context, Result, clock, run
-from .states import Outcome, Wait, is_over, is_with_a_person
+from .states import Outcome, Wait, is_over, is_with_a_person, records_a_message
 
 log = logging.getLogger("ivr.simulation")
 _ids = itertools.count(1)
@@ -38,7 +38,8 @@ class SimulatedCall:
                  propagate: bool = False,
                  requester: Callable[[A.Request], E.RequestDone] | None = None,
                  caller_lookup: Callable[[str], dict | None] | None = None,
-                 sms_opted_out: Callable[[str], bool] | None = None):
+                 sms_opted_out: Callable[[str], bool] | None = None,
+                 in_survey_share: bool | None = True):
         self.flow = flow
         self.flows = dict(flows or {flow.id: flow})
         self.flows.setdefault(flow.id, flow)
@@ -58,6 +59,9 @@ class SimulatedCall:
         # a flow's HTTP caller directory: E.164 number -> caller context or None
         self.caller_lookup = caller_lookup
         self.sms_opted_out = sms_opted_out  # the opt-out list: number -> whether it is on it
+        # whether the call falls within the survey's `share` (None: by its call id, as real
+        # calls): operators trying a flow want to hear the survey, whatever the share
+        self.in_survey_share = in_survey_share
         self.call_sid = call_sid or f"SIM{next(_ids):08d}"
         self.caller = caller if caller is not None else self._lookup()
         self.state: dict | None = None
@@ -88,7 +92,9 @@ class SimulatedCall:
 
         return Context(now=self.now or clock(), flows=self.flows, lookup=lookup, match=self.match,
                        estimate=self.estimate, pending_callback=self.pending_callback,
-                       region=self.region, propagate=self.propagate, sms_opted_out=self.sms_opted_out)
+                       region=self.region, propagate=self.propagate, sms_opted_out=self.sms_opted_out,
+                       survey_sampled=None if self.in_survey_share is None
+                       else (lambda sid, share: bool(self.in_survey_share) and share > 0))
 
     def send(self, event: E.Event) -> Result:
         if isinstance(event, E.Digits):
@@ -180,6 +186,12 @@ class SimulatedCall:
     def over(self) -> bool:
         return is_over(self.waiting_for) or self.ended is not None
 
+    def survey_answers(self) -> dict | None:
+        """What the caller answered in the post-call survey (the `survey_end` step's detail:
+        score, solved, comment, hung_up), or None when they were not surveyed or it is not over."""
+        ends = [st for st in self.steps if st["event"] == "survey_end"]
+        return ends[-1].get("detail") if ends else None
+
     def last_action(self):
         return self.results[-1].actions[-1] if self.results and self.results[-1].actions else None
 
@@ -226,6 +238,18 @@ def describe_texts(result: Result) -> list[str]:
             "not sent: this is a simulation)]" for a in result.actions if isinstance(a, A.SendSms)]
 
 
+def describe_survey(answers: dict) -> str:
+    """One line: "score 4, solved: yes, a comment recorded" or "no answer (hung up)"."""
+    parts = [f"score {answers['score']}" if answers.get("score") else "no score"]
+    if answers.get("solved") is not None:
+        parts.append(f"solved: {'yes' if answers['solved'] else 'no'}")
+    if answers.get("comment"):
+        parts.append("a comment recorded")
+    if answers.get("hung_up"):
+        parts.append("the caller hung up")
+    return ", ".join(parts)
+
+
 def describe_wait(call: SimulatedCall) -> str:
     action = call.last_action()
     if isinstance(action, A.Gather):
@@ -254,6 +278,7 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
     print(f"Call from {call.from_number or 'a withheld number'} ({who}) to flow '{call.flow.id}'",
           file=out)
     asked = 0
+    surveyed = False
     result = call.start()
     while True:
         for req, done in call.requests[asked:]:
@@ -267,6 +292,13 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
         if note:
             print(note, file=out)
         wait = call.waiting_for
+        if is_with_a_person(wait) and call.flows[call.state["flow"]].survey is not None and not surveyed:
+            # The flow asks callers for their verdict once the agent hangs up: play it out.
+            surveyed = True
+            print("[an agent takes the call, talks with the caller, then hangs up; the caller is "
+                  "still on the line]", file=out)
+            result = call.send(E.TransferEnded("completed", 120))
+            continue
         if is_over(wait) or is_with_a_person(wait):
             break
         print("caller> ", end="", file=out, flush=True)
@@ -277,7 +309,7 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
             break
         if echo:
             print(line.rstrip("\n"), file=out)
-        if wait is Wait.RECORD:
+        if wait is Wait.RECORD or records_a_message(call.state):
             event = E.RecordingDone("simulated-recording", len(line.split()) * 2 or None)
         else:
             event = parse_input(line)
@@ -285,6 +317,9 @@ def interactive(call: SimulatedCall, stdin: IO[str] | None = None, out: IO[str] 
         if isinstance(event, E.HangUp):
             break
     print(f"Path: {' -> '.join(call.visited)}", file=out)
+    answers = call.survey_answers()
+    if answers is not None:
+        print(f"Survey: {describe_survey(answers)}", file=out)
     outcome = call.state.get("outcome") if call.state else None
     where = {Wait.QUEUE: Outcome.QUEUED, Wait.DIAL: Outcome.TRANSFERRED}.get(call.waiting_for, outcome)
     print(f"Ended: {where or 'completed'} at '{call.node}'", file=out)

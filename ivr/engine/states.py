@@ -32,6 +32,7 @@ class Wait(StrEnum):
     DIAL = "dial"  # a transfer rings a person
     RECORD = "record"  # a message is being recorded
     REQUEST = "request"  # the flow asked an API and waits for its answer
+    SURVEY = "survey"  # the agent hung up: the caller answers the post-call survey
     FAILSAFE = "failsafe"  # after an error: handed to a person or to voicemail
     ENDED = "ended"  # the flow is done with the caller
 
@@ -53,7 +54,7 @@ class Wait(StrEnum):
 
 
 # The caller is asked something and may press keys or speak.
-LISTENING = frozenset({Wait.ASK, Wait.CONFIRM, Wait.PENDING_CALLBACK, Wait.CALLBACK})
+LISTENING = frozenset({Wait.ASK, Wait.CONFIRM, Wait.PENDING_CALLBACK, Wait.CALLBACK, Wait.SURVEY})
 # The caller waits for a person (an agent in the queue, or the one a transfer rings).
 WITH_A_PERSON = frozenset({Wait.QUEUE, Wait.DIAL})
 # The flow has nothing more to run for the caller (it ended, or an error handed them over).
@@ -75,11 +76,13 @@ def is_over(wait: Any) -> bool:
 
 
 def records_a_message(state: Mapping | None) -> bool:
-    """Whether the caller is being recorded: a message, or the reason for their callback."""
+    """Whether the caller is being recorded: a message, the reason for their callback, or a
+    comment in the post-call survey."""
     state = state or {}
     wait = Wait.of(state.get("wait"))
-    return wait is Wait.RECORD or (wait is Wait.CALLBACK
-                                   and (state.get("cb") or {}).get("phase") == "reason")
+    return (wait is Wait.RECORD
+            or (wait is Wait.CALLBACK and (state.get("cb") or {}).get("phase") == "reason")
+            or (wait is Wait.SURVEY and (state.get("survey") or {}).get("phase") == "comment"))
 
 
 def hung_up(state: Mapping | None) -> bool:

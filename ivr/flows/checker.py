@@ -20,6 +20,7 @@ from ivr.errors import Problem, suggest
 from ivr.i18n import language
 from ivr.i18n import sentences as S
 
+from . import survey
 from .directory import CALLER_KEYS, column_key
 from .model import Flow, Node
 from .nodes import KINDS, EnvCheck, Exit
@@ -91,6 +92,8 @@ def check_flow(flow: Flow) -> list[Problem]:
                                                   "no menu routes on it", key=True, severity="warning",
                                                   code="unused-intent"))
 
+    c.problems += survey.check(flow, {n.name for n in flow.nodes.values() if n.kind == "queue"},
+                               any(KINDS[n.kind].reaches_a_person for n in flow.nodes.values()))
     c.problems += untranslated(flow)
 
     for report in destination_paths(flow):
@@ -130,6 +133,7 @@ def sentences(flow: Flow) -> list[tuple[object, tuple]]:
             if not getattr(flow.callbacks, field_):
                 said.append((message, ("callbacks", field_)))
         said += [(m, ("callbacks",)) for m in ANSWERS]
+    said += survey.speaks(flow)
     if flow.hours and _mentions(flow.source.data if flow.source else None, "next_open"):
         said += [(m, ("hours",)) for m in OPENING]
     return said + [(m, ("language",)) for m in FAIL_SAFE]

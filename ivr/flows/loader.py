@@ -24,7 +24,7 @@ from ivr.i18n.catalogue import EXTRA_VALUES, placeholders
 from ivr.i18n.language import overrides
 from speech.normalize import normalize
 
-from . import directory_api, templates
+from . import directory_api, survey, templates
 from .model import Flow, FlowCallbacks, Intent, Node, Pause, PlayAudio, Prompt, SayText, Settings
 from .nodes import KINDS, NodeKind, RawNode
 from .schema import schema
@@ -317,6 +317,7 @@ def _build(src: Source, default_id: str, base_dir: Path) -> tuple[Flow, list[Pro
         intents=intents,
         settings=settings,
         callbacks=_flow_callbacks(b, d.get("callbacks")),
+        survey=survey.load(b, d.get("survey")),
         source=src,
     )
     _check_references(b, flow)

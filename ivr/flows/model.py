@@ -72,6 +72,22 @@ class FlowCallbacks:
     cancelled: Prompt = ()
 
 
+@dataclass(frozen=True)
+class FlowSurvey:
+    """The post-call survey (flow `survey`): asked when the agent hangs up and the caller is
+    still on the line (ivr/flows/survey.py reads it, ivr/engine/survey.py asks it)."""
+
+    share: float = 1.0  # of the calls that qualify, chosen by call id
+    queues: tuple[str, ...] | None = None  # only callers answered from these queues (None: all)
+    score: Prompt = ()  # empty: the catalogue's question
+    solved: bool = False  # then "did we solve it today? yes/no"
+    solved_say: Prompt = ()
+    comment: bool = False  # then a short spoken comment, recorded and transcribed
+    comment_say: Prompt = ()
+    comment_max_s: int = 30
+    thanks: Prompt = ()
+
+
 @dataclass
 class Flow:
     id: str
@@ -92,6 +108,7 @@ class Flow:
     intents: dict[str, Intent] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     callbacks: FlowCallbacks = field(default_factory=FlowCallbacks)
+    survey: FlowSurvey | None = None
     problems: list = field(default_factory=list)  # warnings kept from loading and checking
     caller_fields: tuple = ()  # ((yaml path, column), ...): the directory columns the flow reads
     source: Any = None  # ivr.flows.yamlsource.Source, for positions

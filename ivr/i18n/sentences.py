@@ -36,6 +36,24 @@ CANCEL_WORDS = Phrase("words meaning cancel it", "cancel, cancel it")
 # Translators: what a caller on hold says to ask for a callback, separated by commas; the
 # first is the one the offer tells them to say.
 CALL_ME_BACK_WORDS = Phrase("words asking for a callback", "call me back, call back, callback")
+# Translators: the post-call survey's score, 1 (worst) to 5 (best): words and short
+# phrases, separated by commas, a caller may say for each score (the number itself
+# first). Lower case; accents do not matter. Where phrases overlap the longest wins
+# ("not good" before "good"), and an answer that names two scores is asked again.
+SCORE_1_WORDS = Phrase("survey: words meaning 1 out of 5", "one, very bad, terrible, awful, horrible, "
+                                                            "very poor, useless, the worst")
+SCORE_2_WORDS = Phrase("survey: words meaning 2 out of 5", "two, bad, poor, not good, not great, "
+                                                            "not very good, not really")
+SCORE_3_WORDS = Phrase("survey: words meaning 3 out of 5", "three, okay, ok, average, so so, fine, "
+                                                            "alright, not bad, fair, medium")
+SCORE_4_WORDS = Phrase("survey: words meaning 4 out of 5", "four, good, pretty good, quite good, "
+                                                            "satisfied, well")
+SCORE_5_WORDS = Phrase("survey: words meaning 5 out of 5", "five, excellent, very good, perfect, "
+                                                            "great, amazing, brilliant, outstanding, "
+                                                            "fantastic, very satisfied, very well")
+# Translators: how a caller may end a score ("four out of five"), separated by commas:
+# taken out before the score is read, so "out of five" is not heard as a 5.
+SCORE_OUT_OF = Phrase("survey: words after a score", "out of five, out of 5, on five, over five")
 
 # -- pieces of sentences -------------------------------------------------------------------
 
@@ -154,6 +172,17 @@ WHISPER_ABOUT = Sentence("Calling about {intent}.")
 WHISPER_VALUE = Phrase("whisper: a value", "{name}: {value}.")
 WHISPER_DEFAULT = Sentence("Incoming support call.")
 WHISPER_AFTER_ERROR = Sentence("Transferred after an error in the phone menu.")
+
+# -- the post-call survey (once the agent hangs up) ---------------------------------------
+
+# Translators: the survey's first question, heard when the agent has hung up.
+SURVEY_SCORE = Sentence("Before you go, one quick question. On a scale of 1 to 5, how well did we "
+                        "solve your problem? Press or say a number, 5 being excellent.")
+SURVEY_SCORE_AGAIN = Sentence("Please press a key from 1 to 5, 5 being excellent.")
+SURVEY_SOLVED = Sentence("Did we solve your problem today? Say yes or press 1. Say no or press 2.")
+SURVEY_COMMENT = Sentence("After the tone, tell us in a few words what we could do better. Press the "
+                          "pound key when you're done.")
+SURVEY_THANKS = Sentence("Thank you for your answers. Goodbye.")
 
 # -- when something fails (the caller is never left in silence) ----------------------------
 

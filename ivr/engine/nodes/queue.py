@@ -7,7 +7,7 @@ from ivr.flows.nodes.queue import QueueNode
 from ivr.i18n import sentences as S
 
 from .. import actions as A
-from .. import callback_dialogue
+from .. import callback_dialogue, survey
 from .. import events as E
 from ..kind import STOP, NodeKind
 from ..states import Outcome, Wait
@@ -84,6 +84,18 @@ def on_left(run, node: QueueNode, event: E.QueueLeft) -> None:
         run.goto(node.next)
 
 
+def on_put_through(run, node: QueueNode, event: E.TransferEnded) -> None:
+    """The server took this caller out of Twilio's queue into a <Dial> to an agent, and that
+    Dial has ended: once the agent hangs up, the caller's leg comes back here (the survey,
+    or goodbye). Nobody answered: back in the queue, keeping their place in line."""
+    run.step(node, "transfer_ended", detail={"status": event.status, "duration": event.duration,
+                                             "queue": node.name})
+    if survey.answered(event.status):
+        survey.after_person(run, node, Outcome.QUEUED, node.name)
+    else:
+        run.actions.append(A.Enqueue(node.name))
+
+
 def repeat(run, node: QueueNode, wait: Wait) -> None:
     if wait is Wait.CALLBACK:
         callback_dialogue.prompt(run, node, [], log=False)
@@ -97,7 +109,7 @@ def hang_up(run, node: QueueNode, wait: Wait) -> None:
 
 
 KIND = NodeKind(enter, events={
-    Wait.QUEUE: {E.QueueWait: on_wait, E.QueueLeft: on_left,
+    Wait.QUEUE: {E.QueueWait: on_wait, E.QueueLeft: on_left, E.TransferEnded: on_put_through,
                  E.Digits: callback_dialogue.on_hold_answer, E.Speech: callback_dialogue.on_hold_answer},
     Wait.CALLBACK: dict.fromkeys(callback_dialogue.EVENTS, callback_dialogue.on_answer),
 }, repeat=repeat, hang_up=hang_up)

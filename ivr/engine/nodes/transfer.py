@@ -9,6 +9,7 @@ from ivr.phone import normalize
 
 from .. import actions as A
 from .. import events as E
+from .. import survey
 from ..kind import STOP, NodeKind
 from ..states import Outcome, Wait
 
@@ -66,10 +67,9 @@ def whisper(run, node: TransferNode) -> str:
 
 def on_ended(run, node: TransferNode, event: E.TransferEnded) -> None:
     run.step(node, "transfer_ended", detail={"status": event.status, "duration": event.duration})
-    if event.status in ("completed", "answered"):
-        run.state["outcome"] = Outcome.TRANSFERRED
-        run.state["wait"] = Wait.ENDED
-        run.actions.append(A.Hangup())
+    if survey.answered(event.status):
+        # the person hung up and the caller is still on the line: the survey, or goodbye
+        survey.after_person(run, node, Outcome.TRANSFERRED)
     elif node.next:
         run.goto(node.next)
     else:
