@@ -35,10 +35,11 @@ SCORES = {1: S.SCORE_1_WORDS, 2: S.SCORE_2_WORDS, 3: S.SCORE_3_WORDS, 4: S.SCORE
 ANSWERED = ("completed", "answered")  # Twilio's DialCallStatus when a person took the call
 
 
-def after_person(run, node: Node, outcome: Outcome, queue: str | None = None) -> None:
+def after_person(run, node: Node, outcome: Outcome, queue: str | None = None,
+                 agent: str | None = None) -> None:
     """A person took the call and has hung up, the caller still on the line: the survey if
     the call qualifies for it, else goodbye. `queue` is the queue the caller was answered
-    from (a callback call: its callback's queue)."""
+    from (a callback call: its callback's queue), `agent` who took it when known."""
     s = run.state
     s["outcome"] = outcome
     s["line"] = None
@@ -48,7 +49,7 @@ def after_person(run, node: Node, outcome: Outcome, queue: str | None = None) ->
         s["wait"] = Wait.ENDED
         run.actions.append(A.Hangup())
         return
-    agent = s.get("agent") or (s.get("callback") or {}).get("agent") or None
+    agent = agent or (s.get("callback") or {}).get("agent") or None
     s["survey"] = {"phase": "score", "tries": 0, "queue": queue, "agent": agent, "flow": run.flow.id}
     s["wait"] = Wait.SURVEY
     said = _question(run, survey, "score")

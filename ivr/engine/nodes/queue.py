@@ -3,6 +3,8 @@ their position and wait, and may be offered a callback (ivr.engine.callback_dial
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ivr.flows.nodes.queue import QueueNode
 from ivr.i18n import sentences as S
 
@@ -86,14 +88,23 @@ def on_left(run, node: QueueNode, event: E.QueueLeft) -> None:
 
 def on_put_through(run, node: QueueNode, event: E.TransferEnded) -> None:
     """The server took this caller out of Twilio's queue into a <Dial> to an agent, and that
-    Dial has ended: once the agent hangs up, the caller's leg comes back here (the survey,
-    or goodbye). Nobody answered: back in the queue, keeping their place in line."""
-    run.step(node, "transfer_ended", detail={"status": event.status, "duration": event.duration,
-                                             "queue": node.name})
+    Dial has ended. Answered: the agent has hung up and the caller's leg comes back here (the
+    survey, or goodbye), the time held counted as the queue's wait. Not answered: back in
+    the queue, keeping their place in line."""
+    s = run.state
+    agent = s.pop("agent", None)
+    name = agent.get("name") if isinstance(agent, dict) else agent
     if survey.answered(event.status):
-        survey.after_person(run, node, Outcome.QUEUED, node.name)
-    else:
-        run.actions.append(A.Enqueue(node.name))
+        since = (s.get("line") or {}).get("since")
+        held = ((datetime.fromisoformat(run.at) - datetime.fromisoformat(since)).total_seconds()
+                if since else 0.0)
+        queue_time = max(0, round(held - (event.duration or 0)))
+        run.step(node, "queue_left", detail={"result": "bridged", "queue_time": queue_time,
+                                             "agent": name, "talk_time": event.duration})
+        survey.after_person(run, node, Outcome.QUEUED, node.name, name)
+        return
+    run.step(node, "agent_missed", detail={"agent": name, "status": event.status})
+    run.actions.append(A.Enqueue(node.name))
 
 
 def repeat(run, node: QueueNode, wait: Wait) -> None:
