@@ -10,7 +10,7 @@ import json
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -83,8 +83,11 @@ def render(actions: list, step: int, call_sid: str, live: LiveSpeech | None = No
     template = _template(key)
     if template is None:
         return _render(actions, step, call_sid, live, stop_stream)
-    return (template.replace(str(_STEP), str(step)).replace(str(_PREVIOUS), str(step - 1))
-            .replace(_SID, call_sid))
+    # The call id is only ever in a URL's query (the whisper's): filled in as urlencode
+    # writes it, which leaves nothing XML would read as markup (a forged CallSid with quotes
+    # and tags stays a value). The step numbers are ints.
+    return (template.replace(str(_STEP), str(int(step))).replace(str(_PREVIOUS), str(int(step) - 1))
+            .replace(_SID, quote_plus(call_sid)))
 
 
 @lru_cache(maxsize=2048)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
@@ -148,7 +149,7 @@ def test_a_call_twilio_reports_failed_is_failed_not_abandoned(app, twilio):
     assert call["last_node"] == "main_menu"
 
 
-def test_whisper_tells_the_agent_who_calls_and_why(app, twilio, flows_dir):
+def _transfer_with_whisper(flows_dir, app) -> None:
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace(
         "    queue:\n      name: billing\n      say: \"Connecting you to our billing team.\"",
@@ -158,6 +159,10 @@ def test_whisper_tells_the_agent_who_calls_and_why(app, twilio, flows_dir):
               "        offer_after: 120           # offer when the estimated wait is over 2 minutes\n",
               ""))
     app.extensions["ivr"].registry.reload()
+
+
+def test_whisper_tells_the_agent_who_calls_and_why(app, twilio, flows_dir):
+    _transfer_with_whisper(flows_dir, app)
     parse(twilio.post("/voice", CallSid="CA110", **CALLER))
     root = parse(twilio.post("/voice/gather?s=1", CallSid="CA110", Digits="1"))
     number = root.find("Dial/Number")
@@ -328,3 +333,19 @@ def test_fallback_finds_the_failed_webhook_under_the_path_the_server_is_publishe
     root = parse(twilio.post("/voice/fallback", CallSid="CA125", ErrorCode="11200",
                              ErrorUrl=f"{PUBLIC}/voice", **CALLER))  # not under /ivr: not ours
     assert root.find("Dial").text == "+15005550010"
+
+
+def test_a_forged_call_sid_stays_a_value_in_the_twiml(app, twilio, flows_dir):
+    """The TwiML of common steps is cached with a stand-in for the call id: a signed request
+    whose CallSid holds quotes and tags must not put its own verbs into the answer."""
+    _transfer_with_whisper(flows_dir, app)
+    parse(twilio.post("/voice", CallSid="CA120", **CALLER))  # fills the cache for this step
+    parse(twilio.post("/voice/gather?s=1", CallSid="CA120", Digits="1"))
+    forged = 'CA121"/><Redirect>https://evil.example/x</Redirect><Number url="&amp;'
+    parse(twilio.post("/voice", CallSid=forged, **CALLER))
+    root = parse(twilio.post("/voice/gather?s=1", CallSid=forged, Digits="1"))
+    dial = root.find("Dial")
+    assert [child.tag for child in dial] == ["Number"]
+    assert root.find(".//Redirect") is None
+    whisper = dial.find("Number").get("url")
+    assert parse_qs(urlsplit(whisper).query)["call"] == [forged]
