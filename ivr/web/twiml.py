@@ -246,6 +246,14 @@ def _speaking(lang: Language, voice: str | None) -> dict:
     return {"language": lang.tag, **({"voice": voice} if voice else {})}
 
 
+def leave_queue() -> str:
+    """TwiML that takes the caller out of the queue (allowed in a waitUrl): Twilio then
+    requests the Enqueue's action URL."""
+    r = VoiceResponse()
+    r.leave()
+    return str(r)
+
+
 def hangup() -> str:
     r = VoiceResponse()
     r.hangup()

@@ -139,6 +139,8 @@ def fail_safe_on_error(exc: Exception) -> Response:
     except Exception:  # not even the form could be read: the server's fallback number
         log.exception("the fail-safe answer failed too")
         metrics.failed_safe("error")
+        if _on_hold():
+            return _twiml(twiml.leave_queue())
         return _twiml(twiml.apology(_config().fallback_number or None))
 
 
@@ -146,11 +148,44 @@ def fail_safe(reason: str, flow=None, kind: str = "error") -> Response:
     """Valid TwiML that apologises and hands the caller to a person: the flow's fallback
     number when the flow is known, else the server's; in the flow's language (when not known,
     that of the flow that answers the number called). `kind` is why, for the metrics
-    (ivr.web.metrics.failed_safe)."""
+    (ivr.web.metrics.failed_safe). A caller on hold first leaves the queue (`_leave_hold`)."""
     log.error("call %s failed safe: %s", request.form.get("CallSid", "?"), reason)
     metrics.failed_safe(kind)
+    if _on_hold():
+        return _leave_hold()
+    return _apology(flow)
+
+
+def _apology(flow) -> Response:
     number = (flow.settings.fallback_number if flow is not None else None) or _config().fallback_number
     return _twiml(twiml.apology(number or None, *_speaking(flow or _flow_called())))
+
+
+# Twilio's waitUrl and the action of a <Gather> inside it: the caller is in <Enqueue>, where
+# TwiML may only Play, Say, Pause, Hangup, Redirect, Leave and Gather (no <Dial>, no <Record>).
+HOLD_ENDPOINTS = frozenset({"voice.queue_wait", "voice.queue_offer"})
+FAILED_ON_HOLD = "ivr:failsafe:hold:"  # + CallSid: the next Enqueue action apologises
+FAILED_ON_HOLD_TTL = 15 * 60
+
+
+def _on_hold() -> bool:
+    if request.endpoint == "voice.fallback":  # Twilio could not fetch the hold music
+        return urlsplit(request.form.get("ErrorUrl", "")).path.endswith(("/voice/queue/wait",
+                                                                          "/voice/queue/offer"))
+    return request.endpoint in HOLD_ENDPOINTS
+
+
+def _leave_hold() -> Response:
+    """The fail-safe on hold: <Leave/>, and Twilio requests the Enqueue's action, where
+    `queue_left` apologises and dials a person (TwiML allowed there). Noted in Redis when it
+    can be; when Redis is what failed, the Enqueue action fails safe by itself."""
+    sid = request.form.get("CallSid", "")
+    if sid:
+        try:
+            _services().redis.set(FAILED_ON_HOLD + sid, "1", ex=FAILED_ON_HOLD_TTL)
+        except Exception:  # noqa: BLE001 - Redis down: queue_left cannot load the call either
+            log.warning("call %s: could not note the failure on hold", sid, exc_info=True)
+    return _twiml(twiml.leave_queue())
 
 
 def _flow_called():
@@ -269,6 +304,14 @@ def _advance(form: Mapping[str, str], build: Callable[[dict | None], E.Event], *
             _save(svc, sid, result.state, records, line, step=step, twiml=body)
             if isinstance(event, E.RecordingDone) and event.url:
                 _process_later(svc, sid, event, records, flow)
+        elif result.error is not None and any(isinstance(a, (A.Dial, A.Record)) for a in result.actions):
+            # The flow failed on hold, where Twilio runs no <Dial> or <Record>: the caller
+            # leaves the queue, and the Enqueue's action (its step token is older) is answered
+            # with this step's apology and person, stored as the call's last answer.
+            step = last_step + 1
+            _save(svc, sid, result.state, records, line, step=step,
+                  twiml=twiml.render(result.actions, step, sid))
+            body = twiml.leave_queue()
         else:
             body = twiml.wait_music(result.actions, cfg.hold_music_url, last_step)
             _save(svc, sid, result.state, records, line)
@@ -423,6 +466,13 @@ def queue_offer() -> Response:
 @webhook("/queue/left")
 def queue_left() -> Response:
     form = request.form
+    if _services().redis.delete(FAILED_ON_HOLD + form.get("CallSid", "")):
+        # the hold music failed and left the queue: the apology and a person, from here
+        log.error("call %s: out of the queue after a failure on hold, to the fallback number",
+                  form.get("CallSid"))
+        state, _, _ = _services().calls.load(form.get("CallSid", ""))
+        flow_id = (state or {}).get("flow") or ""
+        return _apology(_services().registry.get(flow_id) or _builtin(flow_id))
     return _advance(form, lambda state: E.QueueLeft(form.get("QueueResult", "error"),
                                                     _int(form, "QueueTime")))
 

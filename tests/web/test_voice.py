@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
+from twilio.twiml import voice_response as V
 
 from ivr.calllog.recorder import STREAM
 from ivr.calllog.store import Store
@@ -190,6 +191,9 @@ def test_fallback_url_apologises_and_transfers_when_our_answer_was_at_fault(twil
 def test_fallback_runs_only_our_call_webhooks_again(twilio, failed):
     root = parse(twilio.post("/voice/fallback", CallSid="CA120", ErrorCode="11200",
                              ErrorUrl=f"{PUBLIC}{failed}", **CALLER))
+    if failed.startswith("/voice/queue/"):  # on hold: out of the queue, then to a person
+        assert [child.tag for child in root] == ["Leave"]
+        root = parse(twilio.post("/voice/queue/left?s=2", CallSid="CA120", QueueResult="leave"))
     assert root.find("Dial").text == "+15005550010"
 
 
@@ -349,3 +353,55 @@ def test_a_forged_call_sid_stays_a_value_in_the_twiml(app, twilio, flows_dir):
     assert root.find(".//Redirect") is None
     whisper = dial.find("Number").get("url")
     assert parse_qs(urlsplit(whisper).query)["call"] == [forged]
+
+
+# What Twilio runs in an Enqueue's waitUrl (and the action of a <Gather> inside it).
+WAIT_URL_VERBS = {verb.__name__ for verb in (V.Play, V.Say, V.Pause, V.Hangup, V.Redirect, V.Leave, V.Gather)}
+
+
+def _hold_answer(response) -> ET.Element:
+    root = parse(response)
+    assert {child.tag for child in root} <= WAIT_URL_VERBS, response.data
+    assert [child.tag for child in root] == ["Leave"]
+    return root
+
+
+@pytest.mark.parametrize("path", ["/voice/queue/wait?s=2", "/voice/queue/offer?s=2"])
+def test_redis_down_on_hold_the_caller_leaves_the_queue_for_a_person(make_app, path):
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = Twilio(app.test_client())
+    _hold_answer(client.post(path, CallSid="CA130", QueuePosition="1", QueueTime="5", Digits="1"))
+    root = parse(client.post("/voice/queue/left?s=2", CallSid="CA130", QueueResult="leave", QueueTime="6"))
+    assert said(root).count("we're having technical difficulties") == 1
+    assert root.find("Dial").text == "+15005550010"
+
+
+def test_a_hold_without_live_state_leaves_the_queue_and_the_enqueue_action_apologises(app, twilio):
+    _hold_answer(twilio.post("/voice/queue/wait?s=2", CallSid="CA131", QueuePosition="1", QueueTime="5"))
+    root = parse(twilio.post("/voice/queue/left?s=2", CallSid="CA131", QueueResult="leave", QueueTime="6"))
+    assert "we're having technical difficulties" in said(root)
+    assert root.find("Dial").text == "+15005550010"
+    # the next caller who leaves the queue by themselves is not apologised to
+    parse(twilio.post("/voice", CallSid="CA132", **CALLER))
+    parse(twilio.post("/voice/gather?s=1", CallSid="CA132", Digits="1"))
+    left = parse(twilio.post("/voice/queue/left?s=2", CallSid="CA132", QueueResult="bridged", QueueTime="6"))
+    assert left.find("Dial") is None and "difficulties" not in said(left)
+
+
+def test_a_flow_that_fails_on_hold_hands_the_caller_to_a_person_after_leaving(make_app, redis_url):
+    app = make_app(propagate_exceptions=False)  # the fail-safe is under test
+    client = Twilio(app.test_client())
+    parse(client.post("/voice", CallSid="CA133", **CALLER))
+    assert parse(client.post("/voice/gather?s=1", CallSid="CA133", Digits="1")).find("Enqueue") is not None
+    # the live state is corrupted while the caller holds
+    redis.Redis.from_url(redis_url).hset("ivr:call:CA133", "state", '{"flow": "support"}')
+    _hold_answer(client.post("/voice/queue/wait?s=2", CallSid="CA133", QueuePosition="1", QueueTime="5"))
+    root = parse(client.post("/voice/queue/left?s=2", CallSid="CA133", QueueResult="leave", QueueTime="6"))
+    assert said(root).count("We're sorry, something went wrong on our side.") == 1
+    dial = root.find("Dial")
+    assert dial.find("Number").text == "+15005550010" and dial.get("action") == "/voice/dial?s=3"
+    done = parse(client.post("/voice/dial?s=3", CallSid="CA133", DialCallStatus="completed",
+                             DialCallDuration="60"))
+    assert done.find("Hangup") is not None
+    client.post("/voice/status", CallSid="CA133", CallStatus="completed", CallDuration="90")
+    assert flush(app).call("CA133")["outcome"] == "transferred"
