@@ -125,6 +125,11 @@ def serve(config: Config, host: str, port: int, workers: int, threads: int = DEF
                 # its RSS shows (docs/performance.md#memory).
                 "preload_app": True,
                 "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+                # No path from a header (PUBLIC_URL says where the server is published): a
+                # SCRIPT_NAME header the request path did not start with was a 500. A header
+                # name with an underscore is refused with 400, never merged with its dashed twin.
+                "forwarder_headers": "",
+                "header_map": "refuse",
                 "worker_exit": _end_worker,
                 "child_exit": _worker_gone,
             }

@@ -11,7 +11,7 @@ import pytest
 
 from ivr.calllog.recorder import Recorder
 from ivr.web import users
-from tests.reportutil import scenario
+from tests.reportutil import empty_store, scenario
 
 PASSWORD = "correct horse battery"
 PERIOD = "since=2026-11-24&until=2026-11-30"
@@ -368,3 +368,43 @@ def test_the_overview_shows_the_calls_resolved_by_self_service(dash, client):
     assert "50.0% resolved by self-service (1 calls)" in page
     assert "support order_status 1 1 0 0.0% 50 ms 0.0% 1 100.0%" in page
     assert "1 of 2 calls (50.0%) were resolved in the IVR by self-service" in page
+
+
+@pytest.fixture
+def pg_client(make_app, tmp_path):
+    """The dashboard on a PostgreSQL schema of its own, logged in."""
+    schemas = empty_store("postgresql", tmp_path)
+    store = next(schemas)
+    url = store.engine.url.render_as_string(hide_password=False)
+    app = make_app(public_url="http://localhost", database_url=url)
+    svc = app.extensions["ivr"]
+    svc.migrate()
+    users.add(svc.store, "sam", PASSWORD)
+    c = app.test_client()
+    assert login(c).status_code == 302
+    yield c
+    svc.store.close()
+    schemas.close()
+
+
+BAD_VALUES = [f"{page}?{name}=a%00b" for page in ("/dashboard/", "/dashboard/calls", "/dashboard/calls.csv",
+                                                   "/dashboard/report.json")
+              for name in ("flow", "queue", "outcome", "number", "node", "since")]
+BAD_VALUES += ["/dashboard/calls/CA%00A", "/dashboard/calls/CA%00A/recordings/1",
+               "/dashboard/test-call/TC%00"]
+
+
+def test_a_nul_in_a_filter_is_a_clear_400(pg_client):
+    """PostgreSQL refuses a NUL in text (psycopg.DataError): a page was a 500."""
+    for url in BAD_VALUES:
+        r = pg_client.get(url)
+        assert r.status_code == 400 and "NUL" in text(r), url
+    assert pg_client.get("/dashboard/calls?flow=support").status_code == 200
+
+
+def test_a_line_break_in_the_page_after_login_is_a_clear_400(dash):
+    c = dash.test_client()
+    assert c.get("/dashboard/login?next=/dashboard/calls%0d%0aSet-Cookie:%20x=1").status_code == 400
+    r = login(c, next_url="/dashboard/calls\r\nSet-Cookie: x=1")
+    assert r.status_code == 400 and "after logging in" in text(r)
+    assert login(c, next_url="/dashboard/calls").headers["Location"] == "/dashboard/calls"

@@ -225,3 +225,30 @@ def test_bad_settings_are_named_at_start_not_a_traceback(tmp_path):
         result = CliRunner().invoke(cli, ["recorder", "--once"], env={"IVR_DATA_DIR": str(tmp_path), **env})
         assert result.exit_code == 2 and words in result.output, (env, result.output)
         assert "Traceback" not in result.output
+
+
+def _raw(base: str, head: str) -> bytes:
+    """The status line of the answer to one raw HTTP request."""
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(head.encode() + b"\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n")[0]
+
+
+def test_a_script_name_header_is_a_clear_400_not_a_500(start_server, redis_url, tmp_path):
+    """gunicorn took the path the app is mounted at from a SCRIPT_NAME header (from
+    127.0.0.1, where the proxy is): one the path did not start with was a 500."""
+    base = start_server({"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+                         "IVR_FLOWS_DIR": str(FLOWS)}, workers=1)
+    for header in ("SCRIPT_NAME: /elsewhere", "SCRIPT_NAME: /voice", "Script_Name: /x"):
+        status = _raw(base, f"POST /voice HTTP/1.1\r\nHost: ivr\r\n{header}\r\nContent-Length: 0\r\n"
+                            "Connection: close\r\n")
+        assert status == b"HTTP/1.1 400 Bad Request", (header, status)
+    # the same request without it is Twilio's business as usual: refused for want of a signature
+    status = _raw(base, "POST /voice HTTP/1.1\r\nHost: ivr\r\nContent-Length: 0\r\nConnection: close\r\n")
+    assert status.startswith(b"HTTP/1.1 403")

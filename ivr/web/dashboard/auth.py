@@ -50,8 +50,22 @@ def _inject() -> dict:
     return {"csrf_token": csrf_token, "user": session.get("user")}
 
 
+def _has_nul() -> bool:
+    values = [request.path] + [v for _, vs in request.args.lists() for v in vs]
+    if request.method == "POST":
+        values += [v for _, vs in request.form.lists() for v in vs]
+    return any("\x00" in v for v in values)
+
+
+def _control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 @bp.before_request
 def _guard() -> Response | None:
+    # No text column takes a NUL (PostgreSQL refuses it), and no page or name holds one.
+    if _has_nul():
+        abort(400, description="This address or form holds a NUL character, which no value here can contain.")
     if request.endpoint not in PUBLIC_ENDPOINTS and not _signed_in():
         return redirect(url_for("dashboard.login", next=_safe_next(request.full_path)))
     if request.method == "POST":
@@ -108,6 +122,8 @@ def _failed(keys: list[str]) -> None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
+    if _control(request.values.get("next", "")):  # it would go into the Location header
+        abort(400, description="The page to open after logging in is not a valid address.")
     next_url = _safe_next(request.values.get("next")) or url_for("dashboard.overview")
     if request.method == "GET":
         if _signed_in():
