@@ -94,10 +94,14 @@ EVIDENCE_SCALE = 0.32
 #: the model's.
 LEXICAL_FLOOR = 0.0
 SEMANTIC_RANK_WEIGHT = 0.1
-SEMANTIC_WEIGHT = 0.1
+SEMANTIC_WEIGHT = 0.2
+#: How close the utterance comes to off-topic speech itself (the mean similarity of its 3
+#: nearest background utterances, in standard deviations of the same figure among the
+#: background utterances) counts this much against every intent.
+BACKGROUND_PENALTY = 0.2
 #: Evidence -> confidence with the model: the same curve, its own middle and scale.
-HYBRID_MID = 0.4
-HYBRID_SCALE = 0.2
+HYBRID_MID = 0.625
+HYBRID_SCALE = 0.4
 #: Below this confidence the match is rejected (evidence EVIDENCE_MID, or HYBRID_MID).
 REJECT_BELOW = 0.5
 #: Below this confidence (and at or above REJECT_BELOW) the flow should confirm.
@@ -520,7 +524,9 @@ class FrenchMatcher:
     def match(self, text: str) -> IntentMatch:
         analysis = self.analyzer.analyze(text)
         concepts = analysis.concepts
-        if not concepts:
+        # words that say nothing to the word matcher ("combien je vous dois") can still mean
+        # something to the model; nothing but hesitations cannot
+        if not concepts and (self.semantic is None or not _words(text)):
             return NO_MATCH
         shown = " ".join(concepts)
         name = self._exact.get(concepts)
@@ -548,10 +554,12 @@ class FrenchMatcher:
     def _with_meaning(self, text: str, lexical: dict[str, float]) -> list[tuple[str, float]]:
         """Every intent's confidence from its words and the model's evidence, best first."""
         assert self.semantic is not None
-        meaning = self.semantic.evidence(text)
+        meaning, off_topic = self.semantic.evidence(text)
         floored = {n: max(e, LEXICAL_FLOOR) for n, e in lexical.items()}
         ranked = sorted(floored, key=lambda n: -(floored[n] + SEMANTIC_RANK_WEIGHT * meaning[n]))
-        return [(n, round(hybrid_confidence(floored[n] + SEMANTIC_WEIGHT * meaning[n]), 4)) for n in ranked]
+        against = BACKGROUND_PENALTY * off_topic
+        return [(n, round(hybrid_confidence(floored[n] + SEMANTIC_WEIGHT * meaning[n] - against), 4))
+                for n in ranked]
 
 
 def hybrid_confidence(evidence: float) -> float:
@@ -593,11 +601,14 @@ class _SemanticIndex:
         top_mean = np_.where(in_top[None], ordered, 0.0).sum(2) / self.k[None, :]
         return BLEND * ordered[:, :, 0] + (1.0 - BLEND) * top_mean
 
-    def evidence(self, text: str) -> dict[str, float]:
-        """Each intent's similarity to ``text`` in standard deviations above off-topic speech."""
-        similarity = self._similarity(self.encoder.encode([text]) @ self.vectors.T)[0]
+    def evidence(self, text: str) -> tuple[dict[str, float], float]:
+        """Each intent's similarity to ``text`` in standard deviations above off-topic speech,
+        and how close ``text`` comes to off-topic speech itself (see BACKGROUND_PENALTY)."""
+        vector = self.encoder.encode([text])
+        similarity = self._similarity(vector @ self.vectors.T)[0]
         z = (similarity - self.mean) / self.spread
-        return {name: float(value) for name, value in zip(self.names, z, strict=True)}
+        return ({name: float(value) for name, value in zip(self.names, z, strict=True)},
+                self.encoder.off_topic(vector[0], "fr"))
 
 
 def _contains(concepts: tuple[str, ...], keyword: tuple[str, ...]) -> bool:

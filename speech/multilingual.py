@@ -30,6 +30,8 @@ __all__ = ["MultilingualEncoder", "get_multilingual_encoder"]
 
 #: Phrase vectors kept per process for matcher rebuilds (flow reloads).
 PHRASE_CACHE_SIZE = 20_000
+#: How many nearest off-topic utterances say how off-topic a text sounds.
+OFF_TOPIC_NEIGHBOURS = 3
 
 
 class MultilingualEncoder:
@@ -51,6 +53,7 @@ class MultilingualEncoder:
         self._lock = threading.Lock()
         self._phrase_cache: dict[str, np.ndarray] = {}
         self._backgrounds: dict[str, np.ndarray] = {}
+        self._off_topic: dict[str, tuple[float, float]] = {}
         self.encode(["bonjour"])  # loads the weights now, not in a caller's webhook
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -80,8 +83,22 @@ class MultilingualEncoder:
         found = self._backgrounds.get(language)
         if found is None:
             found = self.encode(background_texts(language))
+            nearest = self._nearest(found @ found.T - 2.0 * self._np.eye(len(found)))
+            self._off_topic[language] = (float(nearest.mean()), max(float(nearest.std()), 1e-3))
             self._backgrounds[language] = found
         return found
+
+    def off_topic(self, vector: np.ndarray, language: str = "fr") -> float:
+        """How close a text comes to off-topic speech: the mean similarity of its
+        OFF_TOPIC_NEIGHBOURS nearest background utterances, in standard deviations above the
+        same figure for each background utterance among the others."""
+        background = self.background(language)
+        mean, spread = self._off_topic[language]
+        return (float(self._nearest(vector[None, :] @ background.T)[0]) - mean) / spread
+
+    def _nearest(self, sims: np.ndarray) -> np.ndarray:
+        k = OFF_TOPIC_NEIGHBOURS
+        return self._np.sort(sims, axis=1)[:, -k:].mean(1)
 
 
 def background_texts(language: str = "fr") -> list[str]:

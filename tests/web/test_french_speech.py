@@ -87,6 +87,11 @@ def answer(twilio, call: str, speech: str) -> ET.Element:
         ("CAfr2", "Y a plus rien qui marche depuis ce matin, même le wifi.", "technique", False),
         ("CAfr3", "Un conseiller, s'il vous plaît.", "accueil", False),
         ("CAfr5", "Bonjour, euh, c'est au sujet de ma facturation.", "facturation", False),
+        # paraphrases with no word of the intents' phrases, no keyword and no synonym of
+        # them: understood by meaning (the multilingual model), and confirmed first
+        ("CAfr6", "Impossible d'ouvrir la moindre page web depuis hier soir.", "technique", True),
+        ("CAfr7", "On me réclame trente euros de plus que d'habitude, je ne comprends pas.",
+         "facturation", True),
     ],
 )
 def test_french_speech_reaches_the_right_queue(french_line, twilio, call, speech, queue, confirmed):
@@ -101,8 +106,14 @@ def test_french_speech_reaches_the_right_queue(french_line, twilio, call, speech
     assert enqueue is not None and enqueue.text == queue, ET.tostring(root)
 
 
-def test_off_topic_french_falls_back_to_the_menu(french_line, twilio):
-    root = answer(twilio, "CAfr4", "Je voudrais réserver une table pour ce soir.")
+@pytest.mark.parametrize(
+    ("call", "speech"),
+    [("CAfr4", "Je voudrais réserver une table pour ce soir."),
+     ("CAfr8", "Quel temps fera-t-il demain à Lyon ?"),
+     ("CAfr9", "Je cherche la pharmacie de garde.")],
+)
+def test_off_topic_french_falls_back_to_the_menu(french_line, twilio, call, speech):
+    root = answer(twilio, call, speech)
     assert root.find("Enqueue") is None
     assert said(root).startswith("Pardon, je n'ai pas compris.")
     gather = root.find("Gather")
