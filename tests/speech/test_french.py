@@ -259,7 +259,7 @@ def test_try_and_eval_use_the_french_matcher(tmp_path: Path) -> None:
     # these guard against a change that makes French routing worse on sets nobody tuned on.
     [("fr_fibre", 0.90, 0.15), ("fr_energie", 0.80, 0.10), ("fr_mutuelle", 0.70, 0.10),
      ("fr_banque", 0.70, 0.20), ("fr_boutique", 0.75, 0.10), ("fr_transport", 0.70, 0.15),
-     ("fr_logement", 0.60, 0.10)],
+     ("fr_logement", 0.60, 0.10), ("fr_mobile", 0.60, 0.15), ("fr_mairie", 0.65, 0.30)],
 )
 def test_french_threshold_on_sets_never_tuned_on(name: str, min_in_scope: float, max_false_accepts: float):
     specs = load_intents(FIXTURES / f"{name}_intents.yaml")
