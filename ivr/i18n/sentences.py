@@ -93,7 +93,11 @@ OPEN_DATE = Phrase("opening", "{date} at {time}")
 # -- menus and questions (ask) -------------------------------------------------------------
 
 NOT_HEARD = Sentence("Sorry, I didn't hear anything.")
+# Translators: said after words that matched no choice of a menu.
 NOT_UNDERSTOOD = Sentence("Sorry, I didn't understand that.")
+# Translators: said after a key that is not one of a menu's choices. {keys} is what the
+# caller pressed ("7", "star").
+NOT_A_CHOICE = Sentence("Sorry, {keys} isn't one of the choices.")
 # Translators: one menu choice. {label} is the operator's name for it ("billing"), {keys}
 # the key(s) to press.
 MENU_CHOICE = Sentence("For {label}, press {keys}.")

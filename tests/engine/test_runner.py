@@ -102,12 +102,59 @@ def test_silence_reprompts_then_reaches_a_person(support):
 
 def test_no_match_apologises_with_the_flow_text_then_escapes(support):
     r = start(support)
-    for _ in range(2):
-        r = run(support, r.state, E.Digits("9"), ctx())
-        assert "You can also use the keypad" in r.said
-        assert r.steps[0]["event"] == "no_match"
+    r = run(support, r.state, E.Speech("bananas", 0.9), ctx())
+    assert "You can also use the keypad" in r.said and r.steps[0]["event"] == "no_match"
+    r = run(support, r.state, E.Digits("9"), ctx())
+    assert r.steps[0]["event"] == "no_match"
     r = run(support, r.state, E.Speech("bananas", 0.9), ctx())
     assert r.actions[-1] == A.Enqueue("general")
+
+
+def test_a_wrong_key_is_not_answered_with_advice_to_use_the_keypad(support):
+    r = start(support)
+    r = run(support, r.state, E.Digits("9"), ctx())
+    assert r.said.startswith("Sorry, 9 isn't one of the choices.")
+    assert "keypad" not in r.said and isinstance(r.actions[-1], A.Gather)
+
+
+SORRY = """
+settings: {escape: person}
+nodes:
+  menu:
+    ask:
+      prompt: What can we do for you?
+      choices:
+        - {key: 1, label: sales, intent: sales, goto: person}
+      no_match: {goto: person}
+  person: {transfer: "+15005550011", next: bye}
+  bye: {hangup: Goodbye.}
+intents:
+  sales: [buy something]
+"""
+
+
+@pytest.mark.parametrize("language,pressed,spoken", [
+    ("en-US", "Sorry, 7 isn't one of the choices.", "Sorry, I didn't understand that."),
+    ("fr-FR", "Désolé, la touche 7 ne correspond à aucun choix.", "Désolé, je n'ai pas compris."),
+])
+def test_the_default_no_match_apology_fits_how_the_caller_answered(language, pressed, spoken):
+    flow = load_flow_text(f"language: {language}\n" + SORRY, "sorry.yaml")
+    r = start(flow)
+    key = run(flow, r.state, E.Digits("7"), ctx())
+    assert key.said.startswith(pressed)
+    words = run(flow, r.state, E.Speech("the weather", 0.9), ctx())
+    assert words.said.startswith(spoken)
+
+
+def test_a_flow_gives_its_own_words_for_a_wrong_key_and_for_speech_not_understood():
+    flow = load_flow_text(SORRY.replace(
+        "no_match: {goto: person}",
+        "no_match: {goto: person, say: Sorry., pressed: No such key., "
+        "spoken: \"Sorry, I missed that. You can also press a key.\"}"), "sorry.yaml")
+    r = start(flow)
+    assert run(flow, r.state, E.Digits("7"), ctx()).said.startswith("No such key.")
+    spoken = run(flow, r.state, E.Speech("the weather", 0.9), ctx())
+    assert spoken.said.startswith("Sorry, I missed that. You can also press a key.")
 
 
 def test_low_confidence_is_confirmed_before_routing(all_kinds):

@@ -150,6 +150,17 @@ def test_a_call_twilio_reports_failed_is_failed_not_abandoned(app, twilio):
     assert call["last_node"] == "main_menu"
 
 
+def test_the_apology_fits_how_the_caller_answered_the_menu(app, twilio):
+    """A wrong key is not answered with "you can also use the keypad"; words not understood are."""
+    parse(twilio.post("/voice", CallSid="CA121", **CALLER))
+    pressed = parse(twilio.post("/voice/gather?s=1", CallSid="CA121", Digits="9"))
+    assert said(pressed).startswith("Sorry, 9 isn't one of the choices.")
+    assert "keypad" not in said(pressed) and pressed.find("Gather") is not None
+    spoken = parse(twilio.post("/voice/gather?s=2", CallSid="CA121", SpeechResult="purple elephants",
+                               Confidence="0.9"))
+    assert said(spoken).startswith("Sorry, I didn't catch that. You can also use the keypad.")
+
+
 def _transfer_with_whisper(flows_dir, app) -> None:
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace(

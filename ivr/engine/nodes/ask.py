@@ -69,7 +69,7 @@ def on_answer(run, node: AskNode, event: E.Event) -> None:
         choice = next((c for c in node.choices if c.key == event.digits), None)
         if choice is None:
             log_input(run, node, event, no_match=True)
-            retry(run, node, "no_match", logged=True)
+            retry(run, node, "no_match", logged=True, pressed=event.digits)
             return
         if choice.intent:
             s["intent"] = choice.intent
@@ -146,9 +146,15 @@ def log_input(run, node: AskNode, event: E.Event, match: Match | None = None,
     run.step(node, "no_match" if no_match else E.NAMES[type(event)], **fields)
 
 
-def retry(run, node: AskNode, why: str, logged: bool = False) -> None:
+def retry(run, node: AskNode, why: str, logged: bool = False, pressed: str | None = None) -> None:
+    """Ask again after silence or an answer that matched nothing, or send the caller on.
+
+    The apology fits the answer: after a key that is no choice (`pressed`, the keys), not
+    the advice for callers whose words were not understood ("you can also use the keypad")."""
     s = run.state
     handler = node.no_input if why == "no_input" else node.no_match
+    answered = None if why == "no_input" else "pressed" if pressed is not None else "spoken"
+    words = handler.words(answered)
     limit = handler.retries if handler.retries is not None else node.retries
     tries = s.get("tries") if isinstance(s.get("tries"), dict) else {}
     tries[why] = tries.get(why, 0) + 1
@@ -158,11 +164,17 @@ def retry(run, node: AskNode, why: str, logged: bool = False) -> None:
         target = silent_exit if why == "no_input" else unmatched_exit
         if not logged:
             run.step(node, why, detail={"gave_up": True, "goto": target})
-        run.actions += run.speak(handler.say) if handler.say else []
+        run.actions += run.speak(words) if words else []
         run.goto(target)
         return
-    sorry = run.speak(handler.say) if handler.say else [
-        run.say(S.NOT_HEARD if why == "no_input" else S.NOT_UNDERSTOOD)]
+    if words:
+        sorry = run.speak(words)
+    elif why == "no_input":
+        sorry = [run.say(S.NOT_HEARD)]
+    elif pressed is not None:
+        sorry = [run.say(S.NOT_A_CHOICE, keys=run.lang.keys(pressed))]
+    else:
+        sorry = [run.say(S.NOT_UNDERSTOOD)]
     if not logged:
         run.step(node, why, detail={"try": tries[why]})
     ask(run, node, sorry, event="reprompt")

@@ -28,6 +28,13 @@ class Handler:
     say: Prompt = ()
     goto: str | None = None
     retries: int | None = None
+    pressed: Prompt = ()  # no_match only: said after a key that is no choice, instead of `say`
+    spoken: Prompt = ()  # no_match only: said after words not understood, instead of `say`
+
+    def words(self, answered: str | None) -> Prompt:
+        """What to say after an answer given this way ("pressed", "spoken", None: either)."""
+        own = self.pressed if answered == "pressed" else self.spoken if answered == "spoken" else ()
+        return own or self.say
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,9 @@ def load(b, raw: RawNode) -> AskNode:
 
     def handler(name: str) -> Handler:
         h = v.get(name) or {}
-        return Handler(b.prompt(kp + (name, "say"), h.get("say")), h.get("goto"), h.get("retries"))
+        return Handler(b.prompt(kp + (name, "say"), h.get("say")), h.get("goto"), h.get("retries"),
+                       b.prompt(kp + (name, "pressed"), h.get("pressed")),
+                       b.prompt(kp + (name, "spoken"), h.get("spoken")))
 
     choices = tuple(
         Choice(goto=c["goto"], key=str(c["key"]) if "key" in c else None, label=c.get("label"),
@@ -187,8 +196,10 @@ def speaks(flow: Flow, node: AskNode):
     """The catalogue's sentences a menu says when the flow gives no words of its own."""
     if not node.no_input.say:
         yield S.NOT_HEARD, ("no_input", "say")
-    if not node.no_match.say:
-        yield S.NOT_UNDERSTOOD, ("no_match", "say")
+    if not (node.no_match.say or node.no_match.pressed) and any(c.key for c in node.choices):
+        yield S.NOT_A_CHOICE, ("no_match", "pressed")
+    if not (node.no_match.say or node.no_match.spoken):
+        yield S.NOT_UNDERSTOOD, ("no_match", "spoken")
     if node.announce and any(c.key is not None and c.label for c in node.choices):
         yield S.MENU_CHOICE, ("announce",)
         if any(k in (c.key or "") for c in node.choices for k in "*#"):
@@ -216,7 +227,7 @@ SCHEMA = {
         "speech_timeout": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 60}]},
         "retries": {"type": "integer", "minimum": 0, "maximum": 10},
         "no_input": {"$ref": "#/$defs/handler"},
-        "no_match": {"$ref": "#/$defs/handler"},
+        "no_match": {"$ref": "#/$defs/no_match"},
         "save_as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "confirm_below": {"type": "number", "minimum": 0, "maximum": 1},
     },
@@ -229,6 +240,18 @@ HANDLER = {
                    "choice (no_match).",
     "properties": {"say": PROMPT, "goto": NODE_ID,
                    "retries": {"type": "integer", "minimum": 0, "maximum": 10}},
+    "additionalProperties": False,
+}
+NO_MATCH = {
+    "type": "object",
+    "description": "What happens when the caller presses a key that is no choice, or says something "
+                   "that matches none.",
+    "properties": {"say": {**PROMPT, "description": "Said after either (unless pressed or spoken "
+                                                    "says it for that way of answering)."},
+                   "pressed": {**PROMPT, "description": "Said after a key that is no choice."},
+                   "spoken": {**PROMPT, "description": "Said after words that match no choice "
+                                                       "(the place to mention the keypad)."},
+                   "goto": NODE_ID, "retries": {"type": "integer", "minimum": 0, "maximum": 10}},
     "additionalProperties": False,
 }
 CHOICE = {
@@ -247,7 +270,8 @@ CHOICE = {
     "additionalProperties": False,
 }
 
-KIND = NodeKind("ask", AskNode, SCHEMA, load, defs={"handler": HANDLER, "choice": CHOICE},
+KIND = NodeKind("ask", AskNode, SCHEMA, load,
+                defs={"handler": HANDLER, "no_match": NO_MATCH, "choice": CHOICE},
                 resolve=resolve, check=check, exits=exits, speaks=speaks, waits=True,
                 intents=lambda node: [c.intent for c in node.choices if c.intent], mermaid=("{{", "}}"),
                 dot="hexagon", label=label)
