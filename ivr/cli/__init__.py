@@ -96,7 +96,7 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 
     Also reports, for each destination, the quickest way a caller gets there by keypad and
     by speech, with the seconds of prompts they hear first."""
-    from ivr.flows.checker import destination_paths, environment_problems
+    from ivr.flows.checker import destination_paths, environment_problems, worst_case
     from ivr.flows.loader import load_flow
 
     hosts = _config().allowed_hosts
@@ -128,6 +128,10 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
                         "route": d.speech.route},
                     "_paths": (d.keypad, d.speech),
                 })
+            worst = worst_case(flow)
+            entry["worst_case"] = None if worst is None else {
+                "seconds": round(worst.seconds, 1), "person": worst.node, "menus": worst.heard,
+                "nodes": worst.nodes, "limit": flow.settings.max_seconds_to_person}
         except FlowError as exc:
             problems = exc.problems
         entry["problems"] = problems
@@ -171,6 +175,13 @@ def flows_check(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
                 keypad, speech = d["_paths"]
                 click.echo(f"    {d['node']:<{width}} by keypad: {_fmt_path(keypad)}")
                 click.echo(f"    {'':<{width}} by speech: {_fmt_path(speech)}")
+        worst = e.get("worst_case")
+        if worst and not quiet:
+            menus = ", ".join(f"{m} played {n} time{'s' if n != 1 else ''}"
+                              for m, n in worst["menus"].items())
+            click.echo(f"  Worst case before a person (never understood, or silent): "
+                       f"{worst['seconds']:.0f} s ({menus or 'no menu'}, then {worst['person']}; "
+                       f"limit {worst['limit']:.0f} s)")
     for p in cross:
         click.secho(str(p), fg="red" if p.severity == "error" else "yellow")
     if errors:

@@ -24,6 +24,7 @@ from . import survey
 from .directory import CALLER_KEYS, column_key
 from .model import Flow, Node
 from .nodes import KINDS, EnvCheck, Exit
+from .prompts import announcements, prompt_seconds, text_seconds
 
 
 @dataclass
@@ -95,6 +96,14 @@ def check_flow(flow: Flow) -> list[Problem]:
     c.problems += survey.check(flow, {n.name for n in flow.nodes.values() if n.kind == "queue"},
                                any(KINDS[n.kind].reaches_a_person for n in flow.nodes.values()))
     c.problems += untranslated(flow)
+
+    worst = worst_case(flow)
+    if worst is not None and round(worst.seconds) > flow.settings.max_seconds_to_person:
+        at(flow.nodes[worst.menus[0] if worst.menus else worst.node],
+           f"a caller who is never understood hears {worst.seconds:.0f} s of prompts before "
+           f"reaching a person ({worst.describe()}), over the "
+           f"{flow.settings.max_seconds_to_person:.0f} s limit (settings.max_seconds_to_person): "
+           "shorten the menus, or give them fewer attempts", "warning", "slow-worst-case")
 
     for report in destination_paths(flow):
         limit = flow.settings.max_seconds_to_destination
@@ -249,6 +258,92 @@ def destination_paths(flow: Flow) -> list[DestinationReport]:
             node.id, node.kind, what(node), best["keypad"].get(node.id), best["speech"].get(node.id)
         ))
     return reports
+
+
+@dataclass
+class WorstCase:
+    """The longest a caller can hear prompts before a person answers, failing every menu."""
+
+    seconds: float
+    node: str  # the queue or transfer they reach
+    nodes: list[str]  # the way there
+    menus: list[str]  # the menus they failed, in order
+    heard: dict[str, int]  # how many times each of those menus was played
+
+    def describe(self) -> str:
+        menus = ", ".join(f"'{m}' played {self.heard[m]} time{'s' if self.heard[m] != 1 else ''}"
+                          for m in self.menus)
+        return f"{menus or 'no menu'}, then '{self.node}'"
+
+
+def menu_prompts(node: Node) -> int:
+    """The most prompts a menu plays before sending a caller on: its attempts, or fewer when
+    its retries for silence and for wrong answers run out first."""
+    per_kind = [h.retries if h.retries is not None else node.retries
+                for h in (node.no_input, node.no_match)]
+    if any(r is None for r in per_kind):
+        return node.attempts
+    return min(node.attempts, 1 + sum(per_kind))
+
+
+def failing_seconds(flow: Flow, node: Node, wpm: int) -> float:
+    """Seconds of prompts a caller hears in a menu before being sent on as never understood:
+    every play of the prompt with all its announcements, and the apology before each replay."""
+    lang = language(flow.language, flow.messages)
+    full = prompt_seconds(node.prompt, wpm) + sum(text_seconds(a, wpm) for a in announcements(node, lang))
+    sorry = max(
+        prompt_seconds(node.no_input.say, wpm) if node.no_input.say
+        else text_seconds(lang.say(S.NOT_HEARD), wpm),
+        prompt_seconds(node.no_match.words("spoken"), wpm) if node.no_match.words("spoken")
+        else text_seconds(lang.say(S.NOT_UNDERSTOOD), wpm),
+        prompt_seconds(node.no_match.words("pressed"), wpm) if node.no_match.words("pressed")
+        else text_seconds(lang.say(S.NOT_A_CHOICE, keys="9"), wpm))
+    plays = menu_prompts(node)
+    return plays * full + (plays - 1) * sorry
+
+
+def worst_case(flow: Flow) -> WorstCase | None:
+    """The longest way to a person for a caller who is never understood (or says nothing): at
+    each menu they hear every attempt and take its way out; branches are taken both ways.
+    None when no such caller reaches a person (the checker's no-person warnings say where)."""
+    wpm = flow.settings.words_per_minute
+    memo: dict[str, tuple | None] = {}
+
+    def longest(nid: str, path: frozenset) -> tuple | None:
+        # (seconds, nodes, menus) from nid to a person; a loop back is cut where it closes
+        if nid in memo:
+            return memo[nid]
+        node = flow.nodes.get(nid)
+        if node is None or nid in path:
+            return None
+        kind = KINDS[node.kind]
+        if kind.reaches_a_person and kind.destination is not None:
+            return (0.0, [nid], [])
+        if node.kind == "ask":
+            silent, unmatched = node.exits()
+            cost = failing_seconds(flow, node, wpm)
+            ways = [(cost, t, True) for t in dict.fromkeys((silent, unmatched)) if t]
+            if not node.choices and node.next:  # a free answer: they may answer it too
+                ways.append((prompt_seconds(node.prompt, wpm), node.next, False))
+        else:
+            ways = [(e.seconds, e.target, False) for e in _exits(node, wpm, "keypad")]
+        best = None
+        for seconds, target, failed in ways:
+            rest = longest(target, path | {nid})
+            if rest is None:
+                continue
+            total = seconds + rest[0]
+            if best is None or total > best[0]:
+                best = (total, [nid] + rest[1], ([nid] if failed else []) + rest[2])
+        memo[nid] = best
+        return best
+
+    found = longest(flow.start, frozenset())
+    if found is None:
+        return None
+    seconds, nodes, menus = found
+    return WorstCase(seconds, nodes[-1], nodes, menus,
+                     {m: menu_prompts(flow.nodes[m]) for m in menus})
 
 
 # -- graph helpers -------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class Settings:
     fallback_number: str | None = None
     words_per_minute: int = 160
     max_seconds_to_destination: float = 30.0
+    menu_attempts: int = 3  # prompts a menu plays in all (first + retries) before sending the caller on
+    max_seconds_to_person: float = 60.0  # worst case: a caller never understood in any menu
     speech: str = "twilio"
     confirm_below: float | None = None
 

@@ -110,6 +110,50 @@ def test_no_match_apologises_with_the_flow_text_then_escapes(support):
     assert r.actions[-1] == A.Enqueue("general")
 
 
+def test_a_menu_plays_three_times_in_all_then_sends_the_caller_on(support):
+    """Two wrong keys and a silence are three prompts heard: the fourth is a person, not the
+    menu again (silence and wrong answers share one budget)."""
+    r = start(support)
+    prompts = 1
+    for event in (E.Digits("9"), E.Digits("8")):
+        r = run(support, r.state, event, ctx())
+        assert isinstance(r.actions[-1], A.Gather)
+        prompts += 1
+    r = run(support, r.state, E.NoInput(), ctx())
+    assert prompts == 3 and r.actions[-1] == A.Enqueue("general")  # settings.escape
+    assert r.steps[0]["event"] == "no_input" and r.steps[0]["detail"]["gave_up"] is True
+
+
+BUDGET = """
+settings: {escape: person%s}
+nodes:
+  menu:
+    ask:
+      prompt: Press 1 for sales.
+      choices: [{key: 1, label: sales, goto: person}]%s
+  person: {transfer: "+15005550011", next: bye}
+  bye: {hangup: Goodbye.}
+"""
+
+
+@pytest.mark.parametrize("settings,node,prompts", [
+    ("", "", 3),
+    (", menu_attempts: 2", "", 2),
+    (", menu_attempts: 2", "\n      attempts: 5", 5),
+    ("", "\n      no_input: {retries: 0}", 1),  # a kind's own retries still send on sooner
+])
+def test_a_menus_attempts_are_set_in_the_flow(settings, node, prompts):
+    flow = load_flow_text(BUDGET % (settings, node), "budget.yaml")
+    r = start(flow)
+    heard = 1
+    while True:
+        r = run(flow, r.state, E.NoInput(), ctx())
+        if not isinstance(r.actions[-1], A.Gather):
+            break
+        heard += 1
+    assert heard == prompts and r.state["node"] == "person"
+
+
 def test_a_wrong_key_is_not_answered_with_advice_to_use_the_keypad(support):
     r = start(support)
     r = run(support, r.state, E.Digits("9"), ctx())

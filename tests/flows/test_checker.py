@@ -314,3 +314,51 @@ def test_the_server_says_nothing_about_a_callback_flow_nobody_named(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="ivr.flows"):
         FlowRegistry(tmp_path).get("only_next")
     assert "by flow 'ring_back', which is not loaded" in caplog.text
+
+
+def test_the_worst_case_before_a_person_is_reported_and_warned_past_the_limit(tmp_path):
+    """A caller never understood hears the example menu three times (its attempts), with an
+    apology before each replay, then reaches a person: about 57 s at 160 words a minute."""
+    from ivr.flows.checker import worst_case
+
+    worst = worst_case(load_flow(FLOWS / "support.yaml"))
+    assert worst.node == "agent_queue" and worst.heard == {"main_menu": 3}
+    assert 50 < worst.seconds < 60  # 3 x (prompt + 5 announcements) + 2 apologies, at 160 wpm
+    out = CliRunner().invoke(cli, ["flows", "check", str(FLOWS / "support.yaml")]).output
+    assert (f"Worst case before a person (never understood, or silent): {worst.seconds:.0f} s "
+            "(main_menu played 3 times, then agent_queue; limit 60 s)") in out
+    assert "slow-worst-case" not in out and "never understood hears" not in out
+
+    (tmp_path / "talky.yaml").write_text((FLOWS / "support.yaml").read_text().replace(
+        "  escape: agent_queue", "  escape: agent_queue\n  max_seconds_to_person: 40"))
+    (tmp_path / "customers.csv").write_text((FLOWS / "customers.csv").read_text())
+    result = CliRunner().invoke(cli, ["flows", "check", "--json", str(tmp_path / "talky.yaml")])
+    data = json.loads(result.output)["files"][0]
+    assert data["worst_case"]["menus"] == {"main_menu": 3} and data["worst_case"]["limit"] == 40
+    [slow] = [p for p in data["problems"] if p["code"] == "slow-worst-case"]
+    assert slow["severity"] == "warning" and slow["message"].startswith(
+        f"a caller who is never understood hears {worst.seconds:.0f} s of prompts before reaching a "
+        "person ('main_menu' played 3 times, then 'agent_queue'), over the 40 s limit")
+
+    # Four plays of the menu, as separate counts for silence and wrong answers gave, cost more.
+    four = load_flow_text((FLOWS / "support.yaml").read_text().replace(
+        "  escape: agent_queue", "  escape: agent_queue\n  menu_attempts: 4"), "four.yaml",
+        base_dir=FLOWS)
+    assert worst_case(four).heard == {"main_menu": 4} and worst_case(four).seconds > worst.seconds + 15
+
+
+def test_retries_a_menu_can_never_reach_are_a_warning():
+    flow = load_flow_text("""
+settings: {escape: person}
+nodes:
+  menu:
+    ask:
+      prompt: Press 1 for sales.
+      choices: [{key: 1, label: sales, goto: person}]
+      attempts: 2
+      no_match: {retries: 3}
+  person: {transfer: "+15005550011", next: bye}
+  bye: {hangup: Goodbye.}
+""", "r.yaml")
+    [warning] = [p for p in flow.problems if p.code == "retries-over-attempts"]
+    assert "no_match retries 3 cannot all be used: the menu is played 2 times in all" in warning.message

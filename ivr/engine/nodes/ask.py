@@ -160,7 +160,10 @@ def retry(run, node: AskNode, why: str, logged: bool = False, pressed: str | Non
     tries[why] = tries.get(why, 0) + 1
     s["tries"] = tries
     silent_exit, unmatched_exit = node.exits()
-    if tries[why] > limit:
+    # One budget for the menu: each silence or wrong answer followed a prompt, and the caller
+    # hears at most `attempts` prompts in all (two wrong keys then silence is three, not four).
+    heard = tries.get("no_input", 0) + tries.get("no_match", 0)
+    if heard >= node.attempts or (limit is not None and tries[why] > limit):
         target = silent_exit if why == "no_input" else unmatched_exit
         if not logged:
             run.step(node, why, detail={"gave_up": True, "goto": target})

@@ -47,7 +47,8 @@ class AskNode(Node):
     finish_on_key: str | None = None
     timeout: int = 5
     speech_timeout: str | int = "auto"
-    retries: int = 2
+    retries: int | None = None  # per kind of failure; None: only `attempts` limits them
+    attempts: int = 3  # prompts in all before the caller is sent on (settings.menu_attempts)
     no_input: Handler = Handler()
     no_match: Handler = Handler()
     save_as: str | None = None
@@ -107,7 +108,8 @@ def load(b, raw: RawNode) -> AskNode:
         announce=v.get("announce", True), input=tuple(v.get("input", ("dtmf", "speech"))),
         num_digits=v.get("num_digits"), finish_on_key=v.get("finish_on_key"),
         timeout=v.get("timeout", 5), speech_timeout=v.get("speech_timeout", "auto"),
-        retries=v.get("retries", 2), no_input=handler("no_input"), no_match=handler("no_match"),
+        retries=v.get("retries"), attempts=v.get("attempts", settings.menu_attempts),
+        no_input=handler("no_input"), no_match=handler("no_match"),
         save_as=v.get("save_as"), confirm_below=v.get("confirm_below", settings.confirm_below),
         escape=settings.escape, language=raw.language,
     )
@@ -160,6 +162,13 @@ def check(c, node: AskNode) -> None:
     elif node.choices and not unmatched:
         c.at(node, f"menu '{node.id}' has no way out when the caller is not understood: "
              "set no_match.goto", code="no-match-exit")
+    for name in ("no_input", "no_match"):
+        retries = getattr(node, name).retries
+        retries = node.retries if retries is None else retries
+        if retries is not None and retries + 1 > node.attempts:
+            c.at(node, f"{name} retries {retries} cannot all be used: the menu is played "
+                 f"{node.attempts} times in all (attempts, settings.menu_attempts) before the "
+                 "caller is sent on", "warning", "retries-over-attempts")
     listens = flow.settings.speech != "off" and "speech" in node.input
     for i, choice in enumerate(node.choices):
         if choice.key is None and not listens:
@@ -225,7 +234,13 @@ SCHEMA = {
         "finish_on_key": {"type": "string", "pattern": "^[0-9*#]?$"},
         "timeout": {"type": "integer", "minimum": 1, "maximum": 60},
         "speech_timeout": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 60}]},
-        "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10,
+                    "description": "Retries after silence, and after a wrong answer, counted apart (a "
+                                   "handler's own retries wins); within attempts."},
+        "attempts": {"type": "integer", "minimum": 1, "maximum": 10,
+                     "description": "How many times the menu is played in all, silences and wrong "
+                                    "answers together, before the caller is sent on (default "
+                                    "settings.menu_attempts, 3)."},
         "no_input": {"$ref": "#/$defs/handler"},
         "no_match": {"$ref": "#/$defs/no_match"},
         "save_as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
