@@ -27,7 +27,9 @@ def test_one_leader_at_a_time_and_a_successor_when_it_goes(redis_url):
                                 daemon=True) for n in ("a", "b")]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while not working and time.monotonic() < deadline:  # one of them takes the lease
+        time.sleep(0.02)
     assert len(working) == 1  # never two writers
     first = working[0]
     stops[first].set()  # the leader's process stops: its lease is released

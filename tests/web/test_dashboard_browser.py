@@ -7,6 +7,7 @@ import base64
 import csv
 import os
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,13 @@ CHROMIUM = os.environ.get("IVR_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "supervisor password 1"
-# Test calls are placed on a weekday morning after the demo month (which ends today), so the
-# call list for that month holds only them.
-TEST_CALL_AT = "2030-01-08T10:00"
+# Test calls are placed on a Tuesday morning (the line is open; no holiday of the example
+# flow falls on a Tuesday) weeks after the demo month, which ends today, so the call list of
+# that day holds only them, whatever today is.
+_DAY = date.today() + timedelta(days=60)
+_DAY += timedelta(days=(1 - _DAY.weekday()) % 7)
+TEST_CALL_AT = f"{_DAY.isoformat()}T10:00"
+TEST_CALL_DAY = f"since={_DAY.isoformat()}&until={(_DAY + timedelta(days=1)).isoformat()}"
 CHARTS = ("wait-histogram", "service-level", "funnel", "heatmap", "callbacks")
 
 
@@ -188,12 +193,12 @@ def test_an_operator_tries_the_flow_as_a_caller(browser, server):
 
     # The recorder thread writes test calls to the log, marked as tests and left out by default.
     for _ in range(50):
-        page.goto(server + "/dashboard/calls?since=2030-01-01&until=2030-01-31&tests=1")
+        page.goto(server + f"/dashboard/calls?{TEST_CALL_DAY}&tests=1")
         if sid in page.content():
             break
         page.wait_for_timeout(100)
     assert sid in page.content()
-    page.goto(server + "/dashboard/calls?since=2030-01-01&until=2030-01-31")
+    page.goto(server + f"/dashboard/calls?{TEST_CALL_DAY}")
     assert sid not in page.content()
     page.goto(server + f"/dashboard/calls/{sid}")
     assert "I was charged twice" in page.locator("table#timeline").inner_text()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
+import pytest
 import redis
 import requests
 
@@ -29,22 +32,38 @@ def wait_for(check, timeout=15.0):
     return check()
 
 
+@pytest.fixture
+def open_flows(tmp_path) -> Path:
+    """The example flows with the support line open at every hour of every day: a server in
+    its own process reads the real clock, and each test must take the same path by day and by
+    night (the engine's clock is pinned only in-process, by the open_hours fixture)."""
+    folder = tmp_path / "open-flows"
+    shutil.copytree(FLOWS, folder)
+    flow = folder / "support.yaml"
+    text = flow.read_text()
+    start, end = text.index("hours:\n  support:\n"), text.index("\n\n", text.index("holidays:"))
+    flow.write_text(text[:start] + "hours:\n  support:\n    timezone: America/New_York\n"
+                    "    open: {mon-sun: 24h}" + text[end:])
+    return folder
+
+
 def call_through(base: str, sid: str) -> None:
+    """A known caller presses 1 for billing, waits in its queue and hangs up after 42 s."""
     first = post(base, "/voice", CallSid=sid, From="+14155550101", To="+15005550006")
     assert first.status_code == 200
     assert "Northwind Fibre" in first.text
     gather = ET.fromstring(first.text).find("Gather")
-    if gather is not None:  # open hours: pick billing; after hours the flow records a message
-        second = post(base, gather.get("action"), CallSid=sid, Digits="1")
-        assert "<Enqueue" in second.text
+    assert gather is not None, first.text  # the line is open (open_flows)
+    second = post(base, gather.get("action"), CallSid=sid, Digits="1")
+    assert ET.fromstring(second.text).find("Enqueue").text == "billing"
     assert post(base, "/voice/status", CallSid=sid, CallStatus="completed",
                 CallDuration="42").status_code == 204
 
 
-def test_real_server_with_real_redis_records_every_step(start_server, redis_url, tmp_path):
+def test_real_server_with_real_redis_records_every_step(start_server, redis_url, tmp_path, open_flows):
     db = tmp_path / "steps.db"
     base = start_server({"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{db}",
-                         "IVR_FLOWS_DIR": str(FLOWS)})
+                         "IVR_FLOWS_DIR": str(open_flows)})
     assert requests.post(base + "/voice", data={"CallSid": "CA1"}, timeout=5).status_code == 403
     for i in range(5):
         call_through(base, f"CAREAL{i}")
@@ -59,17 +78,18 @@ def test_real_server_with_real_redis_records_every_step(start_server, redis_url,
     calls = closed_calls()
     assert len(calls) == 5
     assert all(c["from_number"] == "+14155550101" and c["caller_known"] for c in calls)
+    assert all(c["outcome"] == "abandoned" and c["last_node"] == "billing_queue" for c in calls)
     assert wait_for(lambda: redis.Redis.from_url(redis_url).xlen("ivr:log") == 0)
 
 
-def test_workers_share_the_flows_and_intent_model_loaded_before_they_start(start_server, redis_url,
-                                                                           tmp_path):
-    """The app is built once in the master, so most of each worker's memory is shared (the
-    intent model alone is about 90 MB a process), and workers answer calls as usual."""
+def test_two_workers_answer_calls_from_one_preloaded_app(start_server, redis_url, tmp_path, open_flows):
+    """The app is built once in the master and forked into the workers, which answer calls as
+    usual. How much memory they share is a figure of bench/webhooks.py (docs/performance.md),
+    not of this test: it depends on the machine."""
     import subprocess
 
     base = start_server({"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
-                         "IVR_FLOWS_DIR": str(FLOWS)}, workers=2)
+                         "IVR_FLOWS_DIR": str(open_flows)}, workers=2)
     for i in range(4):
         call_through(base, f"CASHARE{i}")
     port = base.rsplit(":", 1)[1]
@@ -79,18 +99,21 @@ def test_workers_share_the_flows_and_intent_model_loaded_before_they_start(start
     workers = wait_for(lambda: len(found := subprocess.run(
         ["pgrep", "-P", master[0]], capture_output=True, text=True).stdout.split()) == 2 and found)
     assert workers and len(workers) == 2
-    for pid in workers:
-        fields = {}
-        for line in open(f"/proc/{pid}/smaps_rollup"):
-            name, _, value = line.partition(":")
-            if value.strip().endswith("kB"):
-                fields[name] = int(value.split()[0])
-        private = fields["Private_Clean"] + fields["Private_Dirty"]
-        assert private < 0.5 * fields["Rss"], (pid, fields)
 
 
-def test_first_run_needs_no_redis_or_database_server(start_server, tmp_path):
-    base = start_server({"IVR_FLOWS_DIR": str(FLOWS)}, workers=1)
+def test_the_intent_matchers_are_built_before_the_workers_fork(make_app):
+    """gunicorn forks the workers once Services.before_fork returns: every flow's intent
+    matcher, and the model under it, must be built by then, so the workers share them rather
+    than each loading its own (about 90 MB a process)."""
+    svc = make_app().extensions["ivr"]
+    svc.before_fork()
+    built = {flow_id for flow_id, _ in svc.matchers._cache}
+    assert built == {f.id for f in svc.registry.flows.values() if f.intents}
+    assert not svc.warmup.is_alive()
+
+
+def test_first_run_needs_no_redis_or_database_server(start_server, tmp_path, open_flows):
+    base = start_server({"IVR_FLOWS_DIR": str(open_flows)}, workers=1)
     call_through(base, "CAEMBED1")
     assert (tmp_path / "var" / "redis.sock").exists()
     store = Store(f"sqlite:///{tmp_path / 'var' / 'ivr.db'}")
@@ -158,7 +181,7 @@ def test_a_process_that_stops_while_the_intent_model_loads_exits_cleanly(redis_u
     assert "terminate called" not in done.stderr
 
 
-def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tmp_path):
+def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tmp_path, open_flows):
     """A deploy stops the server: its workers, forked from a master that loaded the intent
     model, must neither abort (SIGABRT from onnxruntime's exit handlers) nor hang until the
     graceful timeout, and what they answered is still recorded."""
@@ -172,7 +195,7 @@ def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tm
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update({"TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": f"http://127.0.0.1:{port}", "REDIS_URL": redis_url,
-                "IVR_FLOWS_DIR": str(FLOWS), "IVR_DATA_DIR": str(tmp_path / "var")})
+                "IVR_FLOWS_DIR": str(open_flows), "IVR_DATA_DIR": str(tmp_path / "var")})
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--port", str(port),
@@ -186,9 +209,9 @@ def test_stopping_the_server_ends_every_worker_cleanly_and_at_once(redis_url, tm
             assert wait_for(lambda: all((store.call(f"CASTOP{n}") or {}).get("duration_s") == 42
                                         for n in range(6)))
             proc.send_signal(signal.SIGTERM)
-            start = time.monotonic()
+            # A worker still running at the graceful timeout (10 s) is killed, and gunicorn logs
+            # "was sent SIGKILL" (checked below): no stopwatch needed.
             assert proc.wait(timeout=20) == 0
-            assert time.monotonic() - start < 5  # the graceful timeout is 10 s
         finally:
             if proc.poll() is None:
                 proc.kill()

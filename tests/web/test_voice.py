@@ -4,7 +4,6 @@ fallback URL."""
 
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, urlsplit
 
@@ -255,15 +254,24 @@ def test_fallback_without_what_the_caller_did_apologises(app, twilio):
 def test_fallback_waits_only_briefly_for_a_request_still_holding_the_call(app, twilio):
     """Twilio gave up on a request that still runs: the fallback must answer within Twilio's
     own 15 s, so it waits 2 s for the call's lock, not the 8 s a webhook waits."""
+    from ivr.web.voice import FALLBACK_LOCK_WAIT_S, LOCK_WAIT_S
+
     parse(twilio.post("/voice", CallSid="CA128", **CALLER))
     calls = app.extensions["ivr"].calls
-    with calls.lock("CA128"):  # the slow request
-        started = time.monotonic()
+    real_lock, asked = calls.lock, []
+
+    def lock(sid, **kwargs):  # the real lock, noting how long each request agreed to wait
+        asked.append(kwargs.get("wait_s"))
+        return real_lock(sid, **kwargs)
+
+    calls.lock = lock
+    with real_lock("CA128"):  # the slow request
         root = parse(twilio.post("/voice/fallback", CallSid="CA128", Digits="1", ErrorCode="11200",
                                  ErrorUrl=f"{PUBLIC}/voice/gather?s=1"))
-        waited = time.monotonic() - started
-    assert root.find("Dial").text == "+15005550010"
-    assert 1.5 < waited < 5
+    assert root.find("Dial").text == "+15005550010"  # the lock was never free: the apology
+    assert asked == [FALLBACK_LOCK_WAIT_S] and FALLBACK_LOCK_WAIT_S < LOCK_WAIT_S
+    ordinary = parse(twilio.post("/voice/gather?s=1", CallSid="CA128", Digits="1"))
+    assert ordinary.find("Enqueue") is not None and asked[-1] == LOCK_WAIT_S
 
 
 def test_fallback_that_would_refuse_the_request_again_apologises(twilio):
