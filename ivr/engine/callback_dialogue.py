@@ -58,9 +58,10 @@ def phrases(run, offered: CallbackOffer) -> tuple[str, ...]:
 # -- on hold ------------------------------------------------------------------------------
 
 
-def offer(run, node: QueueNode, est) -> list | None:
+def offer(run, node: QueueNode, est, again: bool = False) -> list | None:
     """The offer for this wait cycle (prompts), or None when none is made: the queue offers
-    none, the wait is short, or the caller was told we cannot call them back or has one."""
+    none, the wait is short, or the caller was told we cannot call them back or has one.
+    `again`: the caller heard the whole offer on an earlier cycle, so the default is shorter."""
     s = run.state
     if not (node.callback and est is not None and est.longer_than(node.callback.offer_after)
             and not s.get("no_callback")  # told we cannot call them back
@@ -68,7 +69,8 @@ def offer(run, node: QueueNode, est) -> list | None:
         return None
     run.cbv = callback_vars(run, node, est)
     return run.speak(node.callback.offer) or [run.say(
-        S.CALLBACK_OFFER, key=run.cbv["key_words"], phrase=(phrases(run, node.callback) or ("",))[0])]
+        S.CALLBACK_OFFER_AGAIN if again else S.CALLBACK_OFFER, key=run.cbv["key_words"],
+        phrase=(phrases(run, node.callback) or ("",))[0])]
 
 
 def on_hold_answer(run, node: QueueNode, event: E.Event) -> None:

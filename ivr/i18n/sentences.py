@@ -108,7 +108,13 @@ CONFIRM_CHOICE = Sentence("I think you're calling about {label}. Is that right? 
 
 # -- holding in a queue --------------------------------------------------------------------
 
+# Translators: said on hold when an agent is free or about to be: the caller is answered next.
 NEXT_IN_LINE = Sentence("You are next in line.")
+# Translators: said on hold to the caller first in line while no agent is free (their wait is
+# long, and a callback may be offered next): true without promising a quick answer.
+ALL_BUSY_FIRST = Sentence("All our agents are busy right now. You'll be the first to be answered.")
+# Translators: said on a later hold cycle when the caller's place and wait have not changed.
+THANKS_FOR_HOLDING = Sentence("Thanks for holding.")
 # Translators: {position} is a number, 2 or more.
 POSITION = Sentence("You are number {position} in line.")
 # Translators: {wait} is e.g. "about 12 minutes" or "less than a minute".
@@ -128,6 +134,9 @@ STILL_LOOKING = Sentence("Still looking, thank you for waiting.")
 # asking for a callback.
 CALLBACK_OFFER = Sentence("To keep your place in line and have us call you back when it's your "
                           "turn, press {key}, or say {phrase}.")
+# Translators: the callback offer again, on a later hold cycle: shorter, the caller has heard
+# the whole offer once. {key} and {phrase} as above.
+CALLBACK_OFFER_AGAIN = Sentence("To be called back instead, press {key}, or say {phrase}.")
 # Translators: {number} is a phone number read back in groups.
 CONFIRM_NUMBER = Sentence("We'll call you back at {number}. To confirm, press 1. To use a different "
                           "number, press 2.")

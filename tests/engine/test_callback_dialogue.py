@@ -374,3 +374,53 @@ def test_hanging_up_after_the_reason_when_no_callback_is_possible_ends_the_call_
     events = [s["event"] for s in ended.steps]
     assert "callback_refused" in events and "enter" not in events  # not put back in line
     assert ended.ended["outcome"] == "abandoned"
+
+
+# -- what a caller on hold hears, cycle after cycle -------------------------------------------
+
+
+def test_first_in_line_with_nobody_free_hears_that_the_agents_are_busy_not_next_in_line(support):
+    """Nobody is free, so the wait is long and a callback is offered: "you are next in line"
+    would promise what the offer contradicts."""
+    call = Call(support, ADA, wait=600, free=0, position=1)
+    to_queue(call)
+    r = call.send(E.QueueWait(1, 20, 60, 1))
+    assert "next in line" not in r.said
+    assert r.said.startswith("All our agents are busy right now. You'll be the first to be "
+                             "answered. Your estimated wait is about 10 minutes.")
+    offer = r.actions[-1]
+    assert isinstance(offer, A.OfferCallback)
+    assert isinstance(offer.prompts[0], A.Silence)  # a breath between the news and the offer
+    free = Call(support, ADA, wait=30, free=1, position=1)
+    to_queue(free)
+    assert free.send(E.QueueWait(1, 20, 60, 1)).said.startswith("You are next in line.")
+
+
+def test_later_hold_cycles_say_what_changed_and_are_shorter(support):
+    call = Call(support, ADA, wait=720, position=6)
+    to_queue(call)
+    first = call.send(E.QueueWait(2, 20, 60, 2))
+    assert first.said.startswith("You are number 6 in line. Your estimated wait is about 12 minutes. "
+                                 "Thanks for waiting. Your call matters to us")
+    same = call.send(E.QueueWait(2, 50, 60, 2))  # nothing moved
+    assert same.said.startswith("Thanks for holding.")
+    assert "in line." not in same.said.split("To be called back")[0] and "Your call matters" not in same.said
+    assert "To be called back instead, press 1, or say call me back." in same.said  # the offer, shorter
+    assert len(same.said) < len(first.said) / 2
+    call.est = Estimate(position=4, wait_s=480, agents_available=1)
+    moved = call.send(E.QueueWait(2, 80, 60, 2))
+    assert moved.said.startswith("You are number 4 in line. Your estimated wait is about 8 minutes.")
+    assert "Your call matters" not in moved.said
+
+
+def test_back_in_line_after_the_callback_questions_the_entry_prompt_is_not_replayed(support):
+    call = Call(support, ADA, wait=720)
+    to_queue(call, "3")  # technical: "Connecting you to technical support..."
+    call.send(E.QueueWait(2, 20, 60, 2))
+    call.send(E.Digits("1"))  # a callback, please
+    call.send(E.QueueLeft("leave", 30))
+    for _ in range(3):  # the number question, never answered
+        r = call.send(E.NoInput())
+    assert r.said.startswith("No problem. You're still in line.")
+    assert "Connecting you" not in r.said and r.actions[-1] == A.Enqueue("technical")
+    assert call.state["line"]["since"] == "2026-11-24T15:00:00.000+00:00"  # the same place

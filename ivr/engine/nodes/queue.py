@@ -15,14 +15,20 @@ from ..kind import STOP, NodeKind
 from ..states import Outcome, Wait
 from ..wording import whole
 
+WAIT_SAY_EVERY = 4  # the flow's wait_say on the first hold cycle, then on every 4th
+
 
 def enter(run, node: QueueNode):
     s = run.state
-    said = run.speak(node.say)
+    # Back from the callback questions (none booked): the caller heard the entry prompt and
+    # the hold news already; they are told they are still in line, not welcomed again.
+    returning = bool(s.pop("cb", None)) and (s.get("line") or {}).get("queue") == node.name
+    said = [] if returning else run.speak(node.say)
     run.actions += said + [A.Enqueue(node.name)]
     s["wait"] = Wait.QUEUE
     s["outcome"] = None
-    s.pop("cb", None)
+    if not returning:
+        s.pop("hold", None)
     line = s.get("line")
     if not line or line.get("queue") != node.name:
         # The caller's place in line: kept when they come back to the same queue.
@@ -42,13 +48,33 @@ def on_wait(run, node: QueueNode, event: E.QueueWait) -> None:
     est = run.estimate(node.name, event.position)
     # Our line also holds callbacks, which Twilio's queue position does not count.
     position = est.position if est is not None else event.position
+    hold = run.state.get("hold") if isinstance(run.state.get("hold"), dict) else {}
+    cycle = hold.get("n", 0) + 1
+    # The first cycle says where the caller is; later ones only what changed, else a thank-you.
+    place = None
     if node.announce_position and position:
-        said.append(run.say(S.NEXT_IN_LINE) if position == 1 else run.say(S.POSITION, position=position))
+        nobody_free = est is not None and est.agents_available == 0
+        place = [position, nobody_free]
+        if cycle == 1 or place != hold.get("place"):
+            if position > 1:
+                said.append(run.say(S.POSITION, position=position))
+            else:  # next, truly, only while someone is free to answer
+                said.append(run.say(S.ALL_BUSY_FIRST if nobody_free else S.NEXT_IN_LINE))
+    wait = None
     if node.announce_wait and est is not None and est.wait_s is not None:
-        said.append(run.say(S.WAIT_IS, wait=run.lang.duration(est.wait_s)))
-    said += run.speak(node.wait_say)
-    offer = callback_dialogue.offer(run, node, est)
+        wait = run.lang.duration(est.wait_s)
+        if cycle == 1 or wait != hold.get("wait"):
+            said.append(run.say(S.WAIT_IS, wait=wait))
+    if (cycle - 1) % WAIT_SAY_EVERY == 0:
+        said += run.speak(node.wait_say)
+    if not said and cycle > 1:
+        said.append(run.say(S.THANKS_FOR_HOLDING))
+    offer = callback_dialogue.offer(run, node, est, again=bool(hold.get("offered")))
+    run.state["hold"] = {"n": cycle, "place": place, "wait": wait,
+                         "offered": bool(hold.get("offered")) or offer is not None}
     if offer is not None:
+        if said:  # a breath between where they are and what they may do about it
+            offer.insert(0, A.Silence(1))
         if node.wait_play:
             offer.append(A.Play(node.wait_play))
         run.actions += said

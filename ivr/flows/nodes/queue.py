@@ -110,7 +110,9 @@ def speaks(flow: Flow, node: QueueNode):
     """The catalogue's sentences a queue says while the caller holds and when it offers a
     callback, where the flow gives no words of its own."""
     if node.announce_position:
-        yield from ((S.NEXT_IN_LINE, ("announce_position",)), (S.POSITION, ("announce_position",)))
+        yield from ((S.NEXT_IN_LINE, ("announce_position",)), (S.POSITION, ("announce_position",)),
+                    (S.ALL_BUSY_FIRST, ("announce_position",)))
+    yield S.THANKS_FOR_HOLDING, ("wait_say",)
     durations = (S.LESS_THAN_A_MINUTE, S.ABOUT_A_MINUTE, S.ABOUT_MINUTES, S.ABOUT_HOURS)
     if node.announce_wait:
         yield S.WAIT_IS, ("announce_wait",)
@@ -119,6 +121,8 @@ def speaks(flow: Flow, node: QueueNode):
     if offer is None:
         return
     at = ("callback",)
+    if not offer.offer:
+        yield S.CALLBACK_OFFER_AGAIN, at + ("offer",)
     for field, sentence in (("offer", S.CALLBACK_OFFER), ("confirm", S.CONFIRM_NUMBER),
                             ("enter_number", S.ENTER_NUMBER), ("read_back", S.READ_BACK),
                             ("booked", S.BOOKED)):
