@@ -160,6 +160,23 @@ def test_the_apology_fits_how_the_caller_answered_the_menu(app, twilio):
     assert said(spoken).startswith("Sorry, I didn't catch that. You can also use the keypad.")
 
 
+def test_hold_music_cycles_tell_the_truth_and_grow_shorter(app, twilio):
+    """No agent is staffed here: the caller first in line hears that the agents are busy, not
+    that they are next, with a pause before the callback offer; the next cycle is shorter."""
+    parse(twilio.post("/voice", CallSid="CA122", **CALLER))
+    parse(twilio.post("/voice/gather?s=1", CallSid="CA122", Digits="1"))
+    first = parse(twilio.post("/voice/queue/wait?s=2", CallSid="CA122", QueuePosition="1",
+                              QueueTime="5", AvgQueueTime="0", CurrentQueueSize="1"))
+    assert said(first).startswith("All our agents are busy right now. You'll be the first to be answered.")
+    assert "next in line" not in said(first)
+    offer = first.find("Gather")
+    assert offer is not None and offer[0].tag == "Pause" and "press 1" in said(offer)
+    again = parse(twilio.post("/voice/queue/wait?s=2", CallSid="CA122", QueuePosition="1",
+                              QueueTime="45", AvgQueueTime="0", CurrentQueueSize="1"))
+    assert said(again).startswith("Thanks for holding. To be called back instead, press 1")
+    assert len(said(again)) < len(said(first)) / 2
+
+
 def _transfer_with_whisper(flows_dir, app) -> None:
     flow = flows_dir / "support.yaml"
     flow.write_text(flow.read_text().replace(
