@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -100,7 +100,9 @@ def hooks(rt: Runtime, call_sid: str, flow: Any = None, state: dict | None = Non
     held = ((state or {}).get("line") or {}).get("queue") if prefetched else None
 
     def calling_opens(number: str, calling_hours: Any, expire_after: int) -> float | None:
-        now = datetime.now(UTC)
+        from ivr.runtime import services
+
+        now = services.clock()  # the engine's clock: the call's own "now", pinned in tests
         zones = window.zones_for(number, line_zone(flow))
         opens = window.next_open(calling_hours, zones, now, until=now + timedelta(seconds=expire_after))
         return None if opens is None else max(0.0, (opens - now).total_seconds())

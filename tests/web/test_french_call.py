@@ -121,9 +121,9 @@ def test_a_known_caller_says_what_she_wants_holds_and_books_a_callback_in_french
                              "Pour donner un autre numéro, tapez 2.")
 
     booked = call.answer(confirm, SpeechResult="Oui, c'est bien ça.", Confidence="0.8")
-    assert re.fullmatch(r"Merci\. Nous vous rappellerons au 0 6, 39, 98, 0 0, 0 1 dans environ \d+ "
-                        r"(minutes|heures), et vous gardez votre place dans la file\. Au revoir\.",
-                        said(booked)), said(booked)
+    # 16:00 in Paris, inside the calling window, and nobody staffs the queue: no time to promise
+    assert said(booked) == ("Merci. Nous vous rappellerons au 0 6, 39, 98, 0 0, 0 1 dès qu'un conseiller "
+                            "sera disponible, et vous gardez votre place dans la file. Au revoir.")
     assert booked.find("Hangup") is not None
 
     ended = twilio.post("/voice/status", CallSid=call.sid, CallStatus="completed", CallDuration="95")
