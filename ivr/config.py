@@ -6,6 +6,7 @@ Redis and a SQLite file under IVR_DATA_DIR.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -38,6 +39,8 @@ class Config:
     twilio_account_sid: str = ""
     twilio_api_base_url: str = ""  # a stand-in for Twilio's REST API (tests, staging)
     public_url: str = ""  # the base URL Twilio calls, e.g. https://ivr.example.com
+    # Proxies whose X-Forwarded-For/-Proto/-Host are believed (addresses or networks, commas)
+    trusted_proxies: str = "127.0.0.1,::1"
     redis_url: str = ""  # empty: start an embedded Redis under data_dir
     database_url: str = ""  # empty: a SQLite file under data_dir
     data_dir: Path = field(default_factory=lambda: Path("var"))
@@ -85,6 +88,7 @@ class Config:
         "twilio_account_sid": "TWILIO_ACCOUNT_SID",
         "twilio_api_base_url": "TWILIO_API_BASE_URL",
         "public_url": "PUBLIC_URL",
+        "trusted_proxies": "IVR_TRUSTED_PROXIES",
         "redis_url": "REDIS_URL",
         "database_url": "DATABASE_URL",
         "data_dir": "IVR_DATA_DIR",
@@ -182,6 +186,7 @@ class Config:
         that keep files there) a data folder that cannot be created."""
         self.shared_keys  # noqa: B018 - raises for a malformed value
         self.allowed_hosts  # noqa: B018 - raises for a malformed IVR_REQUEST_HOSTS
+        self.proxy_networks  # noqa: B018 - raises for a malformed IVR_TRUSTED_PROXIES
         if self.redis_url:
             from redis.connection import parse_url
 
@@ -214,6 +219,21 @@ class Config:
     def allowed_hosts(self) -> AllowedHosts:
         """IVR_REQUEST_HOSTS, parsed (ValueError for an entry that is not a host)."""
         return AllowedHosts.parse(self.request_hosts)
+
+    @cached_property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """IVR_TRUSTED_PROXIES as networks: addresses or CIDR blocks separated by commas
+        (ValueError, naming the entry, for one that is neither)."""
+        found = []
+        for entry in (e.strip() for e in self.trusted_proxies.split(",")):
+            if not entry:
+                continue
+            try:
+                found.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"IVR_TRUSTED_PROXIES: {entry!r} is not an IP address or a network "
+                                 "(write 10.0.0.5 or 10.0.0.0/24, separated by commas)") from None
+        return tuple(found)
 
     @property
     def sqlite_url(self) -> str:

@@ -1,7 +1,8 @@
 """Twilio request signatures: every webhook must prove it came from Twilio.
 
 Twilio signs the URL it called, so behind a proxy the URL must be rebuilt as Twilio saw it:
-from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host.
+from PUBLIC_URL when set, else from X-Forwarded-Proto and X-Forwarded-Host when they come
+from a trusted proxy (ivr.web.proxies).
 
 By default the signature is an HMAC-SHA1 keyed with the account's auth token. When a Twilio
 Webhook Setting signs with a SharedKey instead, the request says so in
@@ -21,6 +22,8 @@ from werkzeug import Request
 
 from ivr.config import Config
 
+from .proxies import forwarded
+
 log = logging.getLogger("ivr.security")
 
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
@@ -29,13 +32,12 @@ _unknown_keys: set[str] = set()  # shared key ids already reported as missing (a
 
 
 def public_base(request: Request, config: Config) -> str:
-    """The server's base URL as Twilio sees it: PUBLIC_URL, else rebuilt from the proxy's
-    X-Forwarded-Proto/Host headers, else from the request itself."""
+    """The server's base URL as Twilio sees it: PUBLIC_URL, else rebuilt from a trusted
+    proxy's X-Forwarded-Proto/Host headers (IVR_TRUSTED_PROXIES), else from the request itself."""
     if config.public_url:
         return config.public_url.rstrip("/")
-    headers = request.headers
-    proto = (headers.get("X-Forwarded-Proto") or request.scheme).split(",")[0].strip()
-    host = (headers.get("X-Forwarded-Host") or request.host).split(",")[0].strip()
+    proto = forwarded(request, config, "X-Forwarded-Proto") or request.scheme
+    host = forwarded(request, config, "X-Forwarded-Host") or request.host
     return f"{proto}://{host}{request.script_root}"
 
 

@@ -6,6 +6,8 @@ import csv
 import html
 import io
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -34,12 +36,12 @@ def token(response) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)).group(1)
 
 
-def login(client, password: str = PASSWORD, next_url: str | None = None):
+def login(client, password: str = PASSWORD, next_url: str | None = None, **request):
     page = client.get("/dashboard/login")
     data = {"username": "sam", "password": password, "csrf_token": token(page)}
     if next_url:
         data["next"] = next_url
-    return client.post("/dashboard/login", data=data)
+    return client.post("/dashboard/login", data=data, **request)
 
 
 @pytest.fixture
@@ -88,11 +90,80 @@ def test_no_open_redirect_after_login(dash):
     assert r.headers["Location"] == "/dashboard/"
 
 
-def test_repeated_failures_lock_the_name_out(dash):
+def _from(address: str) -> dict:
+    """A request that nginx on this machine (a trusted proxy) passed on from `address`."""
+    return {"headers": {"X-Forwarded-For": address}}
+
+
+def test_parallel_guesses_are_checked_no_more_often_than_the_throttle_allows(dash):
+    """The count is taken atomically before the password is checked: 60 guesses at once
+    from one address at one name get at most FREE checks, the rest wait."""
+    from ivr.web.dashboard import throttle
+
+    clients = [dash.test_client() for _ in range(60)]
+    tokens = [token(c.get("/dashboard/login")) for c in clients]
+    start = threading.Barrier(len(clients))
+
+    def guess(i: int):
+        start.wait()
+        data = {"username": "sam", "password": f"guess {i:04d} guess", "csrf_token": tokens[i]}
+        return clients[i].post("/dashboard/login", data=data, **_from("198.51.100.7"))
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = list(pool.map(guess, range(len(clients))))
+    checked = [r for r in answers if r.status_code == 401]
+    held = [r for r in answers if r.status_code == 429]
+    assert 1 <= len(checked) <= throttle.PAIR.free and len(checked) + len(held) == 60
+    assert all(int(r.headers["Retry-After"]) >= 1 and "Try again in" in text(r) for r in held)
+    # the supervisor, from their own address, is not locked out by it
+    assert login(dash.test_client(), **_from("203.0.113.50")).status_code == 302
+
+
+def test_failures_slow_an_address_and_name_down_and_the_right_password_still_gets_in(dash, monkeypatch):
+    from ivr.web.dashboard import throttle
+
+    now = [1_800_000_000_000]
+    monkeypatch.setattr(throttle, "now_ms", lambda: now[0])
     c = dash.test_client()
-    for _ in range(10):
-        assert login(c, "guess guess guess").status_code == 401
-    assert login(c).status_code == 429  # even the right password, for a while
+    for _ in range(throttle.PAIR.free):
+        assert login(c, "guess guess guess", **_from("198.51.100.8")).status_code == 401
+    held = login(c, **_from("198.51.100.8"))  # even the right password waits its turn
+    assert held.status_code == 429 and held.headers["Retry-After"] == "1"
+    now[0] += 1000
+    assert login(c, "guess guess guess", **_from("198.51.100.8")).status_code == 401
+    assert login(c, **_from("198.51.100.8")).headers["Retry-After"] == "2"  # the wait doubles
+    now[0] += 2000
+    assert login(c, **_from("198.51.100.8")).status_code == 302  # not a lockout
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(dash):
+    """From a client that is not a trusted proxy, X-Forwarded-For is its own say-so: the
+    throttle counts the peer's address, however the header changes."""
+    from ivr.web.dashboard import throttle
+
+    c = dash.test_client()
+    peer = {"REMOTE_ADDR": "203.0.113.9"}
+    for i in range(throttle.PAIR.free):
+        assert login(c, "guess guess guess", environ_base=peer, **_from(f"10.0.0.{i}")).status_code == 401
+    assert login(c, environ_base=peer, **_from("10.0.0.99")).status_code == 429
+    # the same from the trusted proxy on loopback: each address is its own
+    assert login(c, **_from("10.0.0.99")).status_code == 302
+
+
+def test_logging_out_ends_the_session_on_the_server(dash):
+    """A copy of the cookie taken before logging out no longer opens anything."""
+    c = dash.test_client()
+    assert login(c).status_code == 302
+    saved = c.get_cookie("ivr_session").value
+    elsewhere = dash.test_client()  # the same user's other session stays open
+    assert login(elsewhere).status_code == 302
+    home = c.get("/dashboard/")
+    assert c.post("/dashboard/logout", data={"csrf_token": token(home)}).status_code == 302
+    replay = dash.test_client()
+    replay.set_cookie("ivr_session", saved)
+    r = replay.get("/dashboard/calls")
+    assert r.status_code == 302 and "/dashboard/login" in r.headers["Location"]
+    assert elsewhere.get("/dashboard/calls").status_code == 200
 
 
 def test_the_overview_shows_failed_calls_apart_from_abandoned_ones(dash, client):
@@ -408,3 +479,15 @@ def test_a_line_break_in_the_page_after_login_is_a_clear_400(dash):
     r = login(c, next_url="/dashboard/calls\r\nSet-Cookie: x=1")
     assert r.status_code == 400 and "after logging in" in text(r)
     assert login(c, next_url="/dashboard/calls").headers["Location"] == "/dashboard/calls"
+
+
+def test_without_redis_a_supervisor_still_logs_in_and_reads_the_reports(make_app):
+    """Sessions and the throttle live in Redis; during an outage the reports (SQL) stay open."""
+    from tests.conftest import free_port
+
+    app = make_app(public_url="http://localhost", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app.extensions["ivr"].migrate()
+    users.add(app.extensions["ivr"].store, "sam", PASSWORD)
+    c = app.test_client()
+    assert login(c).status_code == 302
+    assert c.get("/dashboard/calls").status_code == 200

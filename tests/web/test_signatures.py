@@ -65,6 +65,26 @@ def test_behind_a_proxy_the_url_is_rebuilt_from_forwarded_headers(make_app):
                        headers={"X-Twilio-Signature": signature}).status_code == 403
 
 
+def test_forwarded_headers_are_believed_only_from_a_trusted_proxy(make_app):
+    """Without PUBLIC_URL, anyone could name the URL checked: only the proxies in
+    IVR_TRUSTED_PROXIES (loopback by default) may."""
+    params = {"CallSid": "CA104", **CALLER}
+    signature = sign("https://support.example.org/voice", params)
+    headers = {"X-Twilio-Signature": signature, "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "support.example.org"}
+
+    def status(app, peer: str) -> int:
+        return app.test_client().post("/voice", data=params, headers=headers,
+                                      environ_base={"REMOTE_ADDR": peer}).status_code
+
+    default = make_app(public_url="")
+    assert status(default, "127.0.0.1") == 200
+    assert status(default, "203.0.113.7") == 403  # straight from a client: its headers are ignored
+    behind = make_app(public_url="", trusted_proxies="10.0.0.0/8, 192.0.2.1")
+    assert status(behind, "10.20.30.40") == 200 and status(behind, "192.0.2.1") == 200
+    assert status(behind, "127.0.0.1") == 403 and status(behind, "192.0.2.2") == 403
+
+
 def test_webhooks_signed_with_a_twilio_shared_key(make_app, caplog):
     """A Twilio Webhook Setting can sign with a SharedKey and HMAC-SHA256 instead of the auth
     token: the header names the key, TWILIO_WEBHOOK_SHARED_KEYS holds its secret."""

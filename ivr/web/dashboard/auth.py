@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import threading
 from typing import Any
 
-import redis
-from flask import Response, abort, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
 
 from ivr.web import users
+from ivr.web.proxies import client_address
 
-from . import bp
+from . import SESSION_HOURS, bp, sessions, throttle
 
 log = logging.getLogger("ivr.dashboard")
 
 PUBLIC_ENDPOINTS = ("dashboard.login", "dashboard.static")
-MAX_FAILURES = 10  # failed logins per address, and per name, in FAILURE_WINDOW_S
-FAILURE_WINDOW_S = 15 * 60
 _migrate_lock = threading.Lock()
 
 
@@ -79,13 +90,15 @@ def _guard() -> Response | None:
 
 
 def _signed_in() -> bool:
-    """A session for a user who still exists with the password they logged in with: removing
-    a user or changing their password (`ivr users remove|passwd`) ends their sessions."""
+    """A session still open on the server (logging out closes it, ivr.web.dashboard.sessions)
+    for a user who still exists with the password they logged in with: removing a user or
+    changing their password (`ivr users remove|passwd`) ends their sessions."""
     name = session.get("user")
     if not name:
         return False
     stamp = users.session_stamp(store(), name)
-    if stamp is None or not hmac.compare_digest(stamp, session.get("stamp", "")):
+    if (stamp is None or not hmac.compare_digest(stamp, session.get("stamp", ""))
+            or not sessions.is_open(services().redis, session.get("sid", ""), name)):
         session.clear()
         return False
     return True
@@ -101,25 +114,6 @@ def _safe_next(target: str | None) -> str | None:
     return None
 
 
-def _too_many(keys: list[str]) -> bool:
-    try:
-        values = services().redis.mget(keys)
-    except redis.RedisError:  # Redis trouble must not lock supervisors out
-        return False
-    return any(int(v or 0) >= MAX_FAILURES for v in values)
-
-
-def _failed(keys: list[str]) -> None:
-    try:
-        pipe = services().redis.pipeline()
-        for key in keys:
-            pipe.incr(key)
-            pipe.expire(key, FAILURE_WINDOW_S)
-        pipe.execute()
-    except redis.RedisError:
-        log.exception("could not count a failed dashboard login")
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if _control(request.values.get("next", "")):  # it would go into the Location header
@@ -131,26 +125,34 @@ def login() -> Any:
         return render_template("dashboard/login.html", next=next_url, error=None)
     name = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    keys = [f"ivr:dashboard:login:ip:{request.remote_addr}", f"ivr:dashboard:login:user:{name.lower()}"]
-    if _too_many(keys):
-        log.warning("dashboard login for %r from %s refused: too many failures", name, request.remote_addr)
-        return render_template("dashboard/login.html", next=next_url,
-                               error="Too many failed attempts. Wait 15 minutes and try again."), 429
+    address = client_address(request, current_app.config["IVR"])
+    wait = throttle.take_turn(services().redis, address, name)
+    if wait:
+        log.warning("dashboard login for %r from %s held back %.1f s after failed attempts",
+                    name, address, wait)
+        seconds = max(1, math.ceil(wait))
+        page = render_template("dashboard/login.html", next=next_url, error=_(
+            "Too many failed attempts. Try again in %(seconds)s seconds.", seconds=seconds))
+        response = make_response(page, 429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     if not users.authenticate(store(), name, password):
-        _failed(keys)
-        log.warning("failed dashboard login for %r from %s", name, request.remote_addr)
+        log.warning("failed dashboard login for %r from %s", name, address)
         return render_template("dashboard/login.html", next=next_url,
                                error="Wrong user name or password."), 401
+    throttle.succeeded(services().redis, address, name)
     session.clear()  # a new session for the logged-in user (no fixation)
     session["user"] = name
+    session["sid"] = sessions.open_session(services().redis, name, SESSION_HOURS * 3600)
     session["stamp"] = users.session_stamp(store(), name) or ""
     session["csrf"] = secrets.token_urlsafe(32)
     session.permanent = True
-    log.info("dashboard login: %s from %s", name, request.remote_addr)
+    log.info("dashboard login: %s from %s", name, address)
     return redirect(next_url)
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    sessions.close(services().redis, session.get("sid", ""))  # a copy of the cookie is over too
     session.clear()
     return redirect(url_for("dashboard.login"))
